@@ -1,0 +1,90 @@
+"""Per-epoch metrics of a training run: a list of rows that prints and plots itself."""
+import matplotlib.pyplot as plt
+
+
+class History:
+    """One row per epoch: {'epoch': 1, 'train_loss': ..., 'val_acc': ..., 'seconds': ...}.
+
+    h['val_acc'] is the column as a list, h.last the newest row, h.plot() draws the curves.
+    """
+
+    def __init__(self, rows=None):
+        self.rows = list(rows or [])
+
+    def append(self, **row):
+        self.rows.append(row)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        return [row.get(key) for row in self.rows]
+
+    @property
+    def last(self):
+        return self.rows[-1] if self.rows else {}
+
+    def keys(self):
+        seen = {}
+        for row in self.rows:
+            seen.update(dict.fromkeys(row))
+        return list(seen)
+
+    def best(self, key):
+        """The row where `key` is best: lowest for losses, highest otherwise."""
+        rows = [r for r in self.rows if r.get(key) is not None]
+        pick = min if "loss" in key else max
+        return pick(rows, key=lambda r: r[key])
+
+    def state_dict(self):
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state):
+        self.rows = [dict(r) for r in state["rows"]]
+
+    def __repr__(self):
+        if not self.rows:
+            return "History(empty)"
+        keys = self.keys()
+        lines = ["  ".join(f"{k:>10}" for k in keys)]
+        for row in self.rows:
+            lines.append("  ".join(_fmt(row.get(k)) for k in keys))
+        return "\n".join(lines)
+
+    def metric_groups(self):
+        """Metric names grouped by what they measure: {'loss': [train_loss, val_loss], ...}."""
+        groups = {}
+        for key in self.keys():
+            if key in ("epoch", "seconds", "examples_per_s", "lr"):
+                continue
+            base = key.split("_", 1)[1] if key.startswith(("train_", "val_")) else key
+            groups.setdefault(base, []).append(key)
+        return groups
+
+    def plot(self, axes=None, title=None):
+        """Loss curves on the left, every other metric on the right; returns the figure."""
+        groups = self.metric_groups()
+        if axes is None:
+            _, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
+            axes = axes[0]
+        epochs = self["epoch"]
+        for ax, (name, keys) in zip(axes, groups.items()):
+            ax.clear()
+            for key in keys:
+                ax.plot(epochs, self[key], marker="o", ms=3, label=key)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        if title:
+            axes[0].figure.suptitle(title)
+        axes[0].figure.tight_layout()
+        return axes[0].figure
+
+
+def _fmt(v):
+    if v is None:
+        return f"{'-':>10}"
+    if isinstance(v, float):
+        return f"{v:>10.4g}"
+    return f"{v!s:>10}"

@@ -1,0 +1,16 @@
+"""Input checks shared by the model families: a clear error instead of a shape mismatch."""
+
+
+def check_input(x, *, model, channels, min_size=None, size=None):
+    """Raise ValueError unless x is (N, channels, H, W) with H, W >= min_size (or == size)."""
+    if x.ndim != 4:
+        raise ValueError(f"{model} expects a batch of images (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
+    _, c, h, w = x.shape
+    if c != channels:
+        raise ValueError(f"{model} was built for {channels}-channel images, got {c} channels "
+                         f"(build it with in_channels={c}, or convert the images)")
+    if size is not None and (h, w) != (size, size):
+        raise ValueError(f"{model} expects {size}x{size} images, got {h}x{w} (resize the data)")
+    if min_size is not None and (h < min_size or w < min_size):
+        raise ValueError(f"{model} needs images of at least {min_size}x{min_size}, got {h}x{w} "
+                         f"(resize the data, e.g. resize={min_size} in cnnlib.data)")

@@ -1,0 +1,12 @@
+"""Test-run settings: the smoke budget, no downloads, and nbval's comparison rules."""
+import os
+
+os.environ.setdefault("CNNLIB_BUDGET", "smoke")
+os.environ.setdefault("CNNLIB_DOWNLOAD", "0")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_collectstart(collector):
+    # Warnings and progress bars go to stderr; they are never part of what a cell claims.
+    if collector.fspath and collector.fspath.ext == ".ipynb":
+        collector.skip_compare += ("stderr",)
