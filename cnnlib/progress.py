@@ -15,9 +15,10 @@ def in_notebook():
 
 
 class Progress:
-    def __init__(self, total_epochs, enabled=None, live_plot=None):
+    def __init__(self, total_epochs, enabled=None, live_plot=None, summary=True):
         self.notebook = in_notebook()
         self.enabled = (self.notebook or sys.stderr.isatty()) if enabled is None else enabled
+        self.summary = summary
         self.live_plot = self.notebook if live_plot is None else live_plot
         self.total_epochs = total_epochs
         self.bar = self.line = self.figure = None
@@ -56,7 +57,7 @@ class Progress:
         summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
         if self.line is not None:
             self.line.update(_Text(summary))
-        elif self.enabled or not self.notebook:
+        elif self.summary:
             print(summary, flush=True)
         if self.live_plot and self.notebook:
             self._draw(history)

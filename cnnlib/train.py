@@ -220,6 +220,11 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     early_stopping: stop after this many epochs without improvement in `monitor`;
         restore_best puts the best epoch's weights back.
     check_every: steps between checks for a non-finite loss (each is one host sync).
+    verbose: print one line per epoch (in a notebook the live display shows it instead).
+
+    Under torchrun, fit trains with DistributedDataParallel: each rank takes its share of every
+    epoch (give the loaders the per-rank batch size, global batch / world size), metrics are
+    reduced over ranks, and only rank 0 writes checkpoints and shows progress.
     """
     device = torch.device(device or config.device())
     dist = _distributed()
@@ -294,7 +299,7 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     step, static_batch = eager_step, None
 
     bar = Progress(epochs, enabled=progress if rank == 0 else False,
-                   live_plot=live_plot if rank == 0 else False)
+                   live_plot=live_plot if rank == 0 else False, summary=verbose and rank == 0)
     global_step = start_epoch * len(train_loader)
     try:
         for epoch in range(start_epoch, epochs):

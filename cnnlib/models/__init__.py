@@ -1,2 +1,7 @@
 """Model families, one module each, with a builder per variant."""
 from .lenet import LeNet, lenet5, lenet5_d2l, lenet5_modern, xavier_init
+from .mlp import MLP, mlp, softmax_regression
+from .alexnet import AlexNet, alexnet, alexnet_paper
+from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+from .nin import NiN, nin, nin_cifar
+from .dlfs import DeepConvNet, deep_convnet

@@ -1,0 +1,327 @@
+"""Arithmetic of convolutional networks: output sizes, parameters, multiply-adds, receptive fields.
+
+    conv_output_size(32, kernel=5)                   # 28 = floor((32 + 2*0 - 5) / 1) + 1
+    conv_params(128, 64, kernel=3)                   # Params(weights=73728, biases=64)
+    receptive_field([(3, 1), (3, 1), (3, 1)])        # ReceptiveField(size=7, stride=1)
+    print(layer_table(model, (1, 3, 224, 224)))      # per layer: shape, parameters, MACs, field
+
+Sizes are per spatial dimension (call once for the height, once for the width). A MAC is one
+multiply-add: a conv layer costs out_elements * (in_channels / groups * kh * kw) of them and a
+linear layer in_features * out_features per output vector. Biases add no multiplications, so
+they are left out (torchinfo's "mult-adds" count them as one more each). Bad settings raise a
+ValueError that says what is wrong, before torch would fail with a shape error.
+"""
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+
+class Params(NamedTuple):
+    weights: int
+    biases: int
+
+    @property
+    def total(self):
+        return self.weights + self.biases
+
+
+class ReceptiveField(NamedTuple):
+    size: int | tuple   # input pixels one output pixel sees (an int when square)
+    stride: int | tuple  # input pixels between neighbouring output pixels (effective stride)
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _check(name, value, minimum=1):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def _check_window(n, kernel, stride, padding, dilation):
+    for name, v in (("input size", n), ("kernel", kernel), ("stride", stride), ("dilation", dilation)):
+        _check(name, v)
+    _check("padding", padding, minimum=0)
+    span = dilation * (kernel - 1) + 1  # the input pixels one dilated kernel covers
+    if span > n + 2 * padding:
+        dilated = f" (dilated to {span})" if dilation > 1 else ""
+        raise ValueError(f"kernel {kernel}{dilated} is larger than the padded input "
+                         f"{n + 2 * padding} = {n} + 2*{padding}: the output would be empty")
+    return span
+
+
+def conv_output_size(n, kernel, stride=1, padding=0, dilation=1):
+    """Output side of a convolution: floor((n + 2p - d(k-1) - 1) / s) + 1."""
+    if padding == "valid":
+        padding = 0
+    elif padding == "same":  # torch allows it only with stride 1
+        if stride != 1:
+            raise ValueError(f"padding='same' needs stride 1, got stride {stride}")
+        _check_window(n, kernel, 1, dilation * (kernel - 1), dilation)
+        return n
+    span = _check_window(n, kernel, stride, padding, dilation)
+    return (n + 2 * padding - span) // stride + 1
+
+
+def pool_output_size(n, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Output side of max or average pooling (stride defaults to the kernel, as in torch)."""
+    stride = kernel if stride is None else stride
+    span = _check_window(n, kernel, stride, padding, dilation)
+    if 2 * padding > span:
+        raise ValueError(f"padding {padding} is more than half the kernel {span}: "
+                         "some windows would see only padding")
+    steps = n + 2 * padding - span
+    out = (-(-steps // stride) if ceil_mode else steps // stride) + 1
+    if ceil_mode and (out - 1) * stride >= n + padding:
+        out -= 1  # torch drops a last window that would start in the right padding
+    return out
+
+
+def conv_transpose_output_size(n, kernel, stride=1, padding=0, output_padding=0, dilation=1):
+    """Output side of a transposed convolution: (n-1)s - 2p + d(k-1) + output_padding + 1."""
+    for name, v in (("input size", n), ("kernel", kernel), ("stride", stride), ("dilation", dilation)):
+        _check(name, v)
+    _check("padding", padding, minimum=0)
+    _check("output_padding", output_padding, minimum=0)
+    if output_padding >= max(stride, dilation):
+        raise ValueError(f"output_padding {output_padding} must be smaller than the stride "
+                         f"{stride} or the dilation {dilation}")
+    out = (n - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+    if out < 1:
+        raise ValueError(f"padding {padding} crops away the whole output ({out} pixels)")
+    return out
+
+
+def conv_params(in_channels, out_channels, kernel, groups=1, bias=True):
+    """Weights and biases of a conv layer: out * (in / groups) * kh * kw, plus out biases."""
+    for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+        _check(name, v)
+    for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if v % groups:
+            raise ValueError(f"{name}={v} is not divisible by groups={groups}")
+    kh, kw = _pair(kernel)
+    _check("kernel", kh), _check("kernel", kw)
+    return Params(out_channels * (in_channels // groups) * kh * kw, out_channels if bias else 0)
+
+
+def conv_macs(in_channels, out_channels, kernel, output_size, groups=1):
+    """Multiply-adds of a conv layer for one image: each output value costs (in/groups)*kh*kw."""
+    oh, ow = _pair(output_size)
+    _check("output size", oh), _check("output size", ow)
+    return conv_params(in_channels, out_channels, kernel, groups, bias=False).weights * oh * ow
+
+
+def linear_params(in_features, out_features, bias=True):
+    """Weights and biases of a dense layer: in * out, plus out biases."""
+    _check("in_features", in_features), _check("out_features", out_features)
+    return Params(in_features * out_features, out_features if bias else 0)
+
+
+def linear_macs(in_features, out_features):
+    """Multiply-adds of a dense layer for one input vector."""
+    return linear_params(in_features, out_features, bias=False).weights
+
+
+# A field is (height, width, stride_h, stride_w) in input pixels; ALL means "the whole input"
+# (after flattening or global pooling), None means "not defined here" (no spatial input).
+ALL = "all"
+_WINDOWS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool2d, nn.AvgPool2d)
+
+
+def _grow(field, kernel, stride, dilation=1):
+    """One more layer on top: the field grows by (k-1)*d input strides, the stride multiplies."""
+    if field in (None, ALL):
+        return field
+    rh, rw, jh, jw = field
+    (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(stride), _pair(dilation)
+    for name, v in (("kernel", kh), ("kernel", kw), ("stride", sh), ("stride", sw), ("dilation", dh), ("dilation", dw)):
+        _check(name, v)
+    return rh + (kh - 1) * dh * jh, rw + (kw - 1) * dw * jw, jh * sh, jw * sw
+
+
+def _as_layers(layers):
+    if isinstance(layers, nn.Module):  # a chain: its leaf modules in the order they were defined
+        return [m for m in layers.modules() if not list(m.children())]
+    return list(layers)
+
+
+def receptive_field(layers):
+    """Receptive field and effective stride at the top of a chain of layers.
+
+    layers: (kernel, stride) or (kernel, stride, dilation) tuples, or modules (conv and pooling
+    layers count; activations, batch norm and other layers that keep the size do not).
+    """
+    field = (1, 1, 1, 1)
+    for layer in _as_layers(layers):
+        if isinstance(layer, nn.Module):
+            if isinstance(layer, _WINDOWS):
+                field = _grow(field, layer.kernel_size, layer.stride, getattr(layer, "dilation", 1))
+            elif isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)):
+                raise ValueError(f"{type(layer).__name__} sees the whole input: no receptive field to compute")
+        else:
+            field = _grow(field, *layer)
+    rh, rw, jh, jw = field
+    return ReceptiveField(rh if rh == rw else (rh, rw), jh if jh == jw else (jh, jw))
+
+
+def _field_str(field):
+    if field in (None, ALL):
+        return "-" if field is None else ALL
+    rf = receptive_field([])._replace(size=field[:2], stride=field[2:])
+    size, stride = (v[0] if v[0] == v[1] else f"{v[0]}x{v[1]}" for v in rf)
+    return f"{size}, stride {stride}"
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+class _FieldTracker(TorchFunctionMode):
+    """Carries each tensor's receptive field through the functional ops of a forward pass
+    (additions, concatenations, flattening), so branches and skip connections are followed."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields = {}  # id(tensor) -> (tensor, field); holding the tensor keeps its id unique
+
+    def get(self, t):
+        return self.fields.get(id(t), (None, None))[1]
+
+    def set(self, t, field):
+        self.fields[id(t)] = (t, field)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        known = [(t, self.fields[id(t)][1]) for t in _tensors((args, kwargs)) if id(t) in self.fields]
+        if known:
+            for t in _tensors(out):
+                self.set(t, _follow(known, t))
+        return out
+
+
+def _follow(inputs, out):
+    """The field of a tensor made by some function of tensors with known fields."""
+    fields = [f for _, f in inputs]
+    if None in fields or out.ndim != 4:
+        return ALL if out.ndim <= 2 and None not in fields else None
+    if ALL in fields or (out.shape[2:] == (1, 1) and all(t.shape[2:] != (1, 1) for t, _ in inputs)):
+        return ALL
+    if any(t.ndim != 4 or t.shape[2:] != out.shape[2:] for t, _ in inputs):
+        return None  # a functional resize we do not know the geometry of
+    return tuple(max(f[i] for f in fields) for i in range(4))  # merged branches: the widest
+
+
+@dataclass
+class Row:
+    name: str
+    output_shape: tuple
+    params: int
+    macs: int
+    receptive_field: object  # (h, w, stride_h, stride_w), "all" or None
+
+
+@dataclass
+class LayerTable:
+    rows: list
+    total_params: int
+    total_macs: int
+    input_size: tuple
+
+    def __str__(self):
+        head = ("layer", "output shape", "parameters", "MACs", "receptive field")
+        cells = [(r.name, str(list(r.output_shape)), f"{r.params:,}", f"{r.macs:,}",
+                  _field_str(r.receptive_field)) for r in self.rows]
+        total = ("total", "", f"{self.total_params:,}", f"{self.total_macs:,}", "")
+        widths = [max(len(c[i]) for c in [head, total, *cells]) for i in range(5)]
+        line = lambda c: "  ".join(s.ljust(w) if i in (0, 1, 4) else s.rjust(w)
+                                   for i, (s, w) in enumerate(zip(c, widths))).rstrip()
+        rule = "-" * len(line(head))
+        return "\n".join([f"input {list(self.input_size)}", line(head), rule,
+                          *map(line, cells), rule, line(total)])
+
+    __repr__ = __str__
+
+
+def _layer_macs(module, inputs, output):
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return module.weight[0].numel() * output.numel()  # (in/groups)*k*k per output value
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        return module.weight[0].numel() * inputs[0].numel()  # each input value is scattered
+    if isinstance(module, nn.Linear):
+        return module.in_features * output.numel()
+    return 0
+
+
+def _layer_field(module, inputs, output, tracker):
+    field = tracker.get(inputs[0]) if inputs else None
+    if field in (None, ALL) or output.ndim != 4:
+        return tracker.get(output)
+    if isinstance(module, _WINDOWS):
+        return _grow(field, module.kernel_size, module.stride, getattr(module, "dilation", 1))
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        (ih, iw), (oh, ow) = inputs[0].shape[2:], output.shape[2:]
+        if (oh, ow) == (1, 1):
+            return ALL
+        if ih % oh == 0 and iw % ow == 0:  # then it is a plain pooling layer
+            return _grow(field, (ih // oh, iw // ow), (ih // oh, iw // ow))
+        return None
+    return tracker.get(output)
+
+
+def layer_table(model, input_size, all_layers=False):
+    """Output shape, parameters, MACs and receptive field of each layer of model on one input.
+
+    input_size: the shape of the input batch, e.g. (1, 3, 224, 224); (3, 224, 224) means a
+    batch of one. Figures are for the whole batch. The model runs once, in eval mode and
+    without gradients. Rows are leaf modules in the order they run; all_layers=False leaves
+    out those with no parameters that keep the shape (activations, dropout). A module that
+    runs twice gets two rows, its parameters counted in the first.
+    """
+    input_size = tuple(input_size)
+    if len(input_size) == 3:
+        input_size = (1, *input_size)
+    param = next(model.parameters(), None)
+    x = torch.zeros(input_size, device=param.device if param is not None else "cpu")
+    names = {m: name or type(m).__name__ for name, m in model.named_modules()}
+    rows, seen, tracker = [], set(), _FieldTracker()
+
+    def hook(module, inputs, output):
+        if not isinstance(output, torch.Tensor):
+            return
+        field = _layer_field(module, inputs, output, tracker)
+        tracker.set(output, field)
+        params = 0 if module in seen else sum(p.numel() for p in module.parameters())
+        seen.add(module)
+        changes_shape = not inputs or inputs[0].shape != output.shape
+        if all_layers or params or changes_shape:
+            rows.append(Row(f"{names[module]} ({type(module).__name__})", tuple(output.shape),
+                            params, _layer_macs(module, inputs, output), field))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        tracker.set(x, (1, 1, 1, 1) if x.ndim == 4 else None)
+        with torch.no_grad(), tracker:
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    total_params = sum(p.numel() for p in model.parameters())
+    return LayerTable(rows, total_params, sum(r.macs for r in rows), input_size)
+

@@ -1,0 +1,112 @@
+"""AlexNet (Krizhevsky, Sutskever and Hinton, 2012), as in the paper and as torchvision ships it.
+
+Five convolutions and three fully connected layers; ReLU everywhere; max pooling after conv1,
+conv2 and conv5; dropout before the first two fully connected layers.
+
+- alexnet_paper(): the 2012 network. Its widths (96-256-384-384-256), local response
+  normalisation after conv1 and conv2 (after the ReLU, before the pooling), and its two-GPU
+  split written as grouped convolutions: conv2, conv4 and conv5 have groups=2 (each GPU's
+  half of the filters sees only that GPU's half of the maps), conv3 and the fully connected
+  layers see both halves. 60,965,224 parameters at 1000 classes.
+- alexnet(): the single-tower network torchvision ships ("one weird trick", Krizhevsky 2014):
+  widths 64-192-384-256-256, no LRN, no groups. 61,100,840 parameters at 1000 classes,
+  exactly torchvision's ``alexnet``.
+
+Both pad conv1 by 2, so a 224x224 image (the paper's stated size) gives the 55x55 maps of the
+paper's figure; an adaptive average pool in front of the classifier makes any input at least
+``min_size`` wide work, and is the identity at 224x224 (the map is already 6x6).
+
+Small inputs (28x28 or 32x32): ``small_input=True`` swaps the 11x11 stride-4 stem, which would
+shrink a 32x32 image to 7x7 before the first pooling, for a 3x3 stride-1 convolution, and lets
+the classifier read a 3x3 map instead of 6x6. ``width`` scales every channel count and the
+hidden layers (0.25: a 16x cheaper network) so that it trains on a CPU.
+
+Two switches exist for ablations: ``lrn`` and ``overlap`` (3x3 stride-2 pooling, the paper's
+"overlapping pooling", versus 2x2 stride 2).
+
+Note on LRN: the paper divides by (k + alpha * sum of squares)^beta with k=2, n=5,
+alpha=1e-4, beta=0.75; torch.nn.LocalResponseNorm divides alpha by n, so the paper's layer is
+LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2).
+"""
+import torch.nn as nn
+
+from ._checks import check_input
+
+TORCHVISION_WIDTHS = (64, 192, 384, 256, 256)
+PAPER_WIDTHS = (96, 256, 384, 384, 256)
+
+
+def min_input_size(layers):
+    """The smallest square input that leaves every map at least 1x1 after `layers`.
+
+    Walks the convolutions and poolings backwards: to get n outputs, a layer with kernel k,
+    stride s and padding p needs (n - 1) * s + k - 2p inputs (and at least 1).
+    """
+    need = 1
+    for m in reversed([m for m in layers.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]):
+        k, s, p = (_pair(getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
+        need = max(1, (need - 1) * s + k - 2 * p)
+    return need
+
+
+def _pair(v):
+    return v[0] if isinstance(v, tuple) else v
+
+
+def paper_lrn():
+    """The paper's local response normalisation (see the module note on alpha)."""
+    return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
+
+
+class AlexNet(nn.Module):
+    def __init__(self, num_classes=1000, in_channels=3, *, widths=TORCHVISION_WIDTHS, hidden=4096,
+                 groups=1, lrn=False, overlap=True, small_input=False, width=1.0, dropout=0.5):
+        super().__init__()
+        self.in_channels = in_channels
+        # Scale the channels, keeping each a multiple of `groups` so the split stays even.
+        c1, c2, c3, c4, c5 = (max(groups, round(c * width / groups) * groups) for c in widths)
+        hidden = max(1, round(hidden * width))
+        pool = (lambda: nn.MaxPool2d(3, stride=2)) if overlap else (lambda: nn.MaxPool2d(2, stride=2))
+        norm = paper_lrn if lrn else nn.Identity
+        if small_input:
+            stem = nn.Conv2d(in_channels, c1, kernel_size=3, stride=1, padding=1)
+        else:
+            stem = nn.Conv2d(in_channels, c1, kernel_size=11, stride=4, padding=2)
+        self.features = nn.Sequential(
+            stem, nn.ReLU(inplace=True), norm(), pool(),
+            nn.Conv2d(c1, c2, kernel_size=5, padding=2, groups=groups), nn.ReLU(inplace=True), norm(), pool(),
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1), nn.ReLU(inplace=True),  # sees both halves
+            nn.Conv2d(c3, c4, kernel_size=3, padding=1, groups=groups), nn.ReLU(inplace=True),
+            nn.Conv2d(c4, c5, kernel_size=3, padding=1, groups=groups), nn.ReLU(inplace=True),
+            pool(),
+        )
+        side = 3 if small_input else 6
+        self.avgpool = nn.AdaptiveAvgPool2d((side, side))
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(c5 * side * side, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
+        )
+        self.name = "AlexNet"
+        self.min_size = min_input_size(self.features)
+
+    def forward(self, x):
+        check_input(x, model=self.name, channels=self.in_channels, min_size=self.min_size)
+        x = self.avgpool(self.features(x))
+        return self.classifier(x.flatten(1))
+
+
+def alexnet(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, lrn=False, overlap=True):
+    """torchvision's single-tower AlexNet (exactly its parameters at width 1, full stem)."""
+    return AlexNet(num_classes, in_channels, widths=TORCHVISION_WIDTHS, groups=1, lrn=lrn,
+                   overlap=overlap, small_input=small_input, width=width)
+
+
+def alexnet_paper(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, lrn=True, overlap=True):
+    """The 2012 paper's AlexNet: two towers as groups=2, LRN after conv1 and conv2."""
+    model = AlexNet(num_classes, in_channels, widths=PAPER_WIDTHS, groups=2, lrn=lrn,
+                    overlap=overlap, small_input=small_input, width=width)
+    model.name = "AlexNet (paper)"
+    return model
