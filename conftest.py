@@ -1,8 +1,7 @@
-"""Test-run settings: the smoke budget, no downloads, and nbval's comparison rules."""
+"""Test-run settings: the smoke budget, and nbval's comparison rules."""
 import os
 
 os.environ.setdefault("CNNLIB_BUDGET", "smoke")
-os.environ.setdefault("CNNLIB_DOWNLOAD", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
