@@ -345,7 +345,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
                 sums = dict(zip(sums, totals[:-1]))
                 seen = totals[-1].item()
             row = {"epoch": epoch + 1}
-            row.update({f"train_{k}": (v / seen).item() for k, v in sums.items()})
+            row.update({f"train_{k}": (v / seen).item() for k, v in sums.items()})  # the epoch's one sync
+            t_train = time.perf_counter() - t0
             if val_loader is not None:
                 val = evaluate(net, val_loader, eval_fn or loss_fn, device=device, amp=amp,
                                channels_last=channels_last, _dist=dist)
@@ -353,7 +354,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
             if optimizers:
                 row["lr"] = optimizers[0].param_groups[0]["lr"]
             row["seconds"] = time.perf_counter() - t0
-            row["examples_per_s"] = seen / row["seconds"]
+            row["eval_seconds"] = row["seconds"] - t_train
+            row["examples_per_s"] = seen / t_train
             history.append(**row)
 
             stop = False
