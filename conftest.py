@@ -2,7 +2,6 @@
 import os
 
 os.environ.setdefault("CNNLIB_BUDGET", "smoke")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def pytest_collectstart(collector):

@@ -1,5 +1,5 @@
 """cnnlib: the models, data and training loop of the course *CNNs from the ground up*."""
-from . import budget, config, data, models, plot, train
+from . import arith, budget, config, data, models, plot, train
 from .train import evaluate, fit, predict, seed_everything
 
 __version__ = "0.1.0"

@@ -106,22 +106,20 @@ def _unwrap(model):
     return getattr(model, "_orig_mod", model)     # torch.compile
 
 
-def _graph_blocker(device, *, train_step, scheduler_per_step, scaler, compiled, dist, clip, model):
+def _graph_blocker(device, *, train_step, scheduler, scaler, compiled, dist, model):
     """Why the training step cannot be captured as a CUDA graph, or None if it can."""
     if device.type != "cuda":
         return "CUDA graphs need a CUDA device"
     if train_step is not None:
         return "a custom train_step may do anything between kernels"
-    if scheduler_per_step:
-        return "a per-step LR scheduler changes the step size outside the graph"
+    if scheduler:  # the optimiser's step reads the learning rate as a number baked into the graph
+        return "an LR scheduler changes the learning rate, which the captured step would not see"
     if scaler is not None:
         return "fp16 loss scaling skips steps on the host"
     if compiled:
         return "torch.compile manages its own graphs"
     if dist is not None:
         return "DistributedDataParallel synchronises on the host"
-    if clip is not None and not torch.__version__ >= "2.1":
-        return "gradient clipping needs torch >= 2.1 inside a graph"
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None for m in model.modules()):
         return "cumulative BatchNorm statistics count batches on the host"
     return None
@@ -290,8 +288,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
         return {"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}}
 
     blocker = _graph_blocker(device, train_step=train_step, scaler=scaler, compiled=compile, dist=dist,
-                             scheduler_per_step=bool(schedulers) and scheduler_interval == "step",
-                             clip=clip_grad_norm, model=model)
+                             scheduler=bool(schedulers),
+                             model=model)
     graph_wanted = cuda_graph is True or (cuda_graph == "auto" and blocker is None)
     if graph_wanted and blocker is not None:
         print(f"cuda_graph: staying eager, {blocker}")
@@ -306,7 +304,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
             t0 = time.perf_counter()
             train_loader.set_epoch(epoch)
             net.train()
-            sums, seen, first_bad = {}, 0, None
+            sums, seen, checked = {}, 0, 0
+            losses = None  # every step's loss, kept on the device and checked every check_every steps
             bar.start_epoch(epoch, len(train_loader))
             for i, batch in enumerate(train_loader):
                 batch = _to_device(batch, device, channels_last)
@@ -324,17 +323,20 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
                 n = _batch_size(batch)
                 seen += n
                 for k, v in metrics.items():
-                    v = v.detach().float() * n
-                    sums[k] = sums[k] + v if k in sums else v.clone()
-                loss = metrics.get("loss")
-                if loss is not None:  # remember the first non-finite step without a sync
-                    bad = ~torch.isfinite(loss.detach())
-                    here = torch.tensor(global_step + i, device=loss.device)
-                    first_bad = (torch.where(bad, here, torch.full_like(here, -1)) if first_bad is None else
-                                 torch.where((first_bad < 0) & bad, here, first_bad))
+                    if k in sums:
+                        sums[k].add_(v.detach().float(), alpha=n)
+                    else:
+                        sums[k] = v.detach().float() * n
+                if "loss" in metrics:
+                    if losses is None:
+                        losses = torch.zeros(len(train_loader), device=metrics["loss"].device)
+                    losses[i].copy_(metrics["loss"].detach())
                 if (i + 1) % check_every == 0 or i + 1 == len(train_loader):
-                    _check_finite(first_bad, epoch)
-                    bar.step(i + 1, sums["loss"].item() / seen if "loss" in sums else None)
+                    if losses is not None:
+                        _check_finite(losses[checked:i + 1], global_step + checked, epoch)
+                        checked = i + 1
+                    if bar.enabled:
+                        bar.step(i + 1, sums["loss"].item() / seen if "loss" in sums else None)
             global_step += len(train_loader)
             if scheduler_interval == "epoch":
                 for s in schedulers:
@@ -397,11 +399,11 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _check_finite(first_bad, epoch):
-    if first_bad is None:
-        return
-    step = int(first_bad.item())
-    if step >= 0:
+def _check_finite(losses, first_step, epoch):
+    """Raise at the first non-finite loss among these steps (one host sync)."""
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        step = first_step + int(bad[0])
         raise NonFiniteLossError(
             f"the loss became NaN or infinite at step {step} (epoch {epoch + 1}); training stopped. "
             "Usual causes: a learning rate that is too high (try 10x smaller), exploding gradients "

@@ -134,13 +134,13 @@ def test_dict_targets_reach_the_loss():
 
 def test_cuda_graph_is_refused_with_a_reason_where_unsafe():
     model = small_net()
-    common = dict(train_step=None, scheduler_per_step=False, scaler=None, compiled=False, dist=None,
-                  clip=None, model=model)
+    common = dict(train_step=None, scheduler=False, scaler=None, compiled=False, dist=None,
+                  model=model)
     assert "CUDA device" in train._graph_blocker(torch.device("cpu"), **common)
     cuda = torch.device("cuda")
     assert train._graph_blocker(cuda, **common) is None
     assert "custom train_step" in train._graph_blocker(cuda, **{**common, "train_step": print})
-    assert "scheduler" in train._graph_blocker(cuda, **{**common, "scheduler_per_step": True})
+    assert "scheduler" in train._graph_blocker(cuda, **{**common, "scheduler": True})
     assert "DistributedDataParallel" in train._graph_blocker(cuda, **{**common, "dist": (0, 2)})
 
 
