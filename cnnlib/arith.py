@@ -11,7 +11,6 @@ linear layer in_features * out_features per output vector. Biases add no multipl
 they are left out (torchinfo's "mult-adds" count them as one more each). Bad settings raise a
 ValueError that says what is wrong, before torch would fail with a shape error.
 """
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -44,15 +43,15 @@ def _check(name, value, minimum=1):
         raise ValueError(f"{name} must be {kind}, got {value!r}")
 
 
-def _check_window(n, kernel, stride, padding, dilation):
+def _check_window(n, kernel, stride, padding, dilation, overhang=False):
     for name, v in (("input size", n), ("kernel", kernel), ("stride", stride), ("dilation", dilation)):
         _check(name, v)
     _check("padding", padding, minimum=0)
     span = dilation * (kernel - 1) + 1  # the input pixels one dilated kernel covers
-    if span > n + 2 * padding:
+    if span > n + 2 * padding + (stride - 1 if overhang else 0):
         dilated = f" (dilated to {span})" if dilation > 1 else ""
         raise ValueError(f"kernel {kernel}{dilated} is larger than the padded input "
-                         f"{n + 2 * padding} = {n} + 2*{padding}: the output would be empty")
+                         f"({n} + 2*{padding} = {n + 2 * padding} pixels): the output would be empty")
     return span
 
 
@@ -72,9 +71,10 @@ def conv_output_size(n, kernel, stride=1, padding=0, dilation=1):
 def pool_output_size(n, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
     """Output side of max or average pooling (stride defaults to the kernel, as in torch)."""
     stride = kernel if stride is None else stride
-    span = _check_window(n, kernel, stride, padding, dilation)
-    if 2 * padding > span:
-        raise ValueError(f"padding {padding} is more than half the kernel {span}: "
+    # ceil_mode lets the last window hang over the right edge by up to stride - 1 pixels
+    span = _check_window(n, kernel, stride, padding, dilation, overhang=ceil_mode)
+    if 2 * padding > kernel:  # torch's rule, on the kernel before dilation
+        raise ValueError(f"padding {padding} is more than half the kernel {kernel}: "
                          "some windows would see only padding")
     steps = n + 2 * padding - span
     out = (-(-steps // stride) if ceil_mode else steps // stride) + 1
@@ -129,9 +129,9 @@ def linear_macs(in_features, out_features):
 
 
 # A field is (height, width, stride_h, stride_w) in input pixels; ALL means "the whole input"
-# (after flattening or global pooling), None means "not defined here" (no spatial input).
+# (after flattening or global pooling), None means "not computed" (no spatial input, resizing).
 ALL = "all"
-_WINDOWS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool2d, nn.AvgPool2d)
+_WINDOWS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
 
 def _grow(field, kernel, stride, dilation=1):
@@ -164,6 +164,9 @@ def receptive_field(layers):
                 field = _grow(field, layer.kernel_size, layer.stride, getattr(layer, "dilation", 1))
             elif isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)):
                 raise ValueError(f"{type(layer).__name__} sees the whole input: no receptive field to compute")
+            elif isinstance(layer, (nn.ConvTranspose2d, nn.Upsample)):
+                raise ValueError(f"{type(layer).__name__} enlarges the map: receptive_field handles "
+                                 "convolutions and pooling only")
         else:
             field = _grow(field, *layer)
     rh, rw, jh, jw = field
@@ -173,8 +176,7 @@ def receptive_field(layers):
 def _field_str(field):
     if field in (None, ALL):
         return "-" if field is None else ALL
-    rf = receptive_field([])._replace(size=field[:2], stride=field[2:])
-    size, stride = (v[0] if v[0] == v[1] else f"{v[0]}x{v[1]}" for v in rf)
+    size, stride = (a if a == b else f"{a}x{b}" for a, b in (field[:2], field[2:]))
     return f"{size}, stride {stride}"
 
 
@@ -288,7 +290,11 @@ def layer_table(model, input_size, all_layers=False):
     batch of one. Figures are for the whole batch. The model runs once, in eval mode and
     without gradients. Rows are leaf modules in the order they run; all_layers=False leaves
     out those with no parameters that keep the shape (activations, dropout). A module that
-    runs twice gets two rows, its parameters counted in the first.
+    runs twice gets two rows, its parameters counted in the first. total_params counts every
+    parameter of the model, also of layers that did not run (GoogLeNet's auxiliary heads).
+    The receptive field follows branches and skip connections (the widest branch wins);
+    "all" means the layer sees the whole input, "-" that the field is not computed there
+    (no spatial input, transposed convolutions, resizing).
     """
     input_size = tuple(input_size)
     if len(input_size) == 3:
