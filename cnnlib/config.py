@@ -30,8 +30,8 @@ def device() -> torch.device:
     forced = os.environ.get("CNNLIB_DEVICE")
     if forced:
         return torch.device(forced)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    if torch.cuda.is_available():  # under torchrun each process takes its own GPU
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

@@ -90,8 +90,9 @@ def _distributed():
         return None
     import torch.distributed as dist
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -187,6 +188,14 @@ def _clone(batch):
     return {k: _clone(v) for k, v in batch.items()}
 
 
+def _same_shapes(static, batch):
+    if torch.is_tensor(static):
+        return static.shape == batch.shape
+    if isinstance(static, dict):
+        return static.keys() == batch.keys() and all(_same_shapes(static[k], batch[k]) for k in static)
+    return len(static) == len(batch) and all(_same_shapes(s, b) for s, b in zip(static, batch))
+
+
 def _copy_into(static, batch):
     if torch.is_tensor(static):
         static.copy_(batch, non_blocking=True)
@@ -227,6 +236,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     device = torch.device(device or config.device())
     dist = _distributed()
     rank = dist[0] if dist else 0
+    if dist and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     optimizers = _as_list(optimizer)
     schedulers = _as_list(scheduler)
     if train_step is None and not optimizers:
@@ -315,11 +326,11 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
                     except Exception as err:  # an op that cannot be captured: say so, train eagerly
                         print(f"cuda_graph: capture failed ({type(err).__name__}: {err}); training eagerly")
                         graph_wanted, step = False, eager_step
-                if static_batch is not None:
+                if static_batch is not None and _same_shapes(static_batch, batch):
                     _copy_into(static_batch, batch)
                     metrics = step()
-                else:
-                    metrics = step(batch)
+                else:  # eager, also for an odd-sized batch after capture (the graph keeps its own grads)
+                    metrics = eager_step(batch)
                 n = _batch_size(batch)
                 seen += n
                 for k, v in metrics.items():
