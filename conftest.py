@@ -1,7 +1,8 @@
 """Test-run settings: the smoke budget, and nbval's comparison rules."""
 import os
 
-os.environ.setdefault("CNNLIB_BUDGET", "smoke")
+# The test run always uses the smoke budget (CNNLIB_TEST_BUDGET=cpu runs the notebooks longer).
+os.environ["CNNLIB_BUDGET"] = os.environ.get("CNNLIB_TEST_BUDGET", "smoke")
 
 
 def pytest_collectstart(collector):
