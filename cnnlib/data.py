@@ -140,8 +140,8 @@ class TensorLoader:
             yield self.prepare(self.images[idx], g), self.labels[idx]
 
     def prepare(self, images, generator=None):
-        """uint8 images -> float in [0, 1], resized, augmented, normalised."""
-        x = images.float().div_(255)
+        """Images (uint8 0..255, or already float) -> float in [0, 1], resized, augmented, normalised."""
+        x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
         if self.resize:
             x = F.interpolate(x, size=self.resize, mode="bilinear", align_corners=False)
         for aug in self.augment:

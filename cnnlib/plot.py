@@ -12,7 +12,9 @@ def image_grid(images, titles=None, ncols=8, scale=1.3, cmap="gray"):
         images = images / 255
     n = len(images)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows * 1.15), squeeze=False)
+    title_lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    row_height = scale * (1 + 0.22 * title_lines)  # room for the titles above each row
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, row_height * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:

@@ -94,3 +94,9 @@ def test_batched_augmentation_keeps_shape_and_content():
     for i in range(8):
         assert any(torch.equal(cropped[i], padded[i, :, dy:dy + 6, dx:dx + 6])
                    for dy in range(5) for dx in range(5))
+
+
+def test_float_images_are_not_rescaled():
+    x = torch.rand(6, 1, 2, 2)
+    loader = data.TensorLoader(x, torch.arange(6), 3, device="cpu")
+    assert torch.equal(next(iter(loader))[0], x[:3])
