@@ -20,12 +20,11 @@ import time
 from datetime import date
 from pathlib import Path
 
+import cnnlib  # first: it sets the OpenMP wait policy before torch starts its threads
 import torch
 import torch.nn as nn
 import torchvision
 from torchvision import transforms
-
-import cnnlib
 from cnnlib import config, data, models
 
 # Per model: data set, builder, batch, SGD learning rate, input size, and the schedule on each device.

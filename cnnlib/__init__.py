@@ -1,4 +1,10 @@
 """cnnlib: the models, data and training loop of the course *CNNs from the ground up*."""
+import os
+
+# OpenMP threads that spin while they wait make torch 10x slower on a CPU whose cores are
+# shared (two threads on a 2-core laptop or Colab VM with anything else running); sleeping
+# waits cost almost nothing when the cores are free. Effective if cnnlib is imported before torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import arith, budget, config, data, models, plot, train
 from .train import evaluate, fit, predict, seed_everything
 
