@@ -1,4 +1,5 @@
 """Input checks shared by the model families: a clear error instead of a shape mismatch."""
+import torch.nn as nn
 
 
 def check_input(x, *, model, channels, min_size=None, size=None):
@@ -14,3 +15,20 @@ def check_input(x, *, model, channels, min_size=None, size=None):
     if min_size is not None and (h < min_size or w < min_size):
         raise ValueError(f"{model} needs images of at least {min_size}x{min_size}, got {h}x{w} "
                          f"(resize the data, e.g. resize={min_size} in cnnlib.data)")
+
+
+def min_input_size(layers):
+    """The smallest square input that leaves every map at least 1x1 after `layers`.
+
+    Walks the convolutions and poolings backwards: to get n outputs, a layer with kernel k,
+    stride s and padding p needs (n - 1) * s + k - 2p inputs (and at least 1).
+    """
+    need = 1
+    for m in reversed([m for m in layers.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]):
+        k, s, p = (_pair(getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
+        need = max(1, (need - 1) * s + k - 2 * p)
+    return need
+
+
+def _pair(v):
+    return v[0] if isinstance(v, tuple) else v

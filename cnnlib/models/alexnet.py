@@ -30,27 +30,10 @@ LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2).
 """
 import torch.nn as nn
 
-from ._checks import check_input
+from ._checks import check_input, min_input_size
 
 TORCHVISION_WIDTHS = (64, 192, 384, 256, 256)
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
-
-
-def min_input_size(layers):
-    """The smallest square input that leaves every map at least 1x1 after `layers`.
-
-    Walks the convolutions and poolings backwards: to get n outputs, a layer with kernel k,
-    stride s and padding p needs (n - 1) * s + k - 2p inputs (and at least 1).
-    """
-    need = 1
-    for m in reversed([m for m in layers.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]):
-        k, s, p = (_pair(getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
-        need = max(1, (need - 1) * s + k - 2 * p)
-    return need
-
-
-def _pair(v):
-    return v[0] if isinstance(v, tuple) else v
 
 
 def paper_lrn():

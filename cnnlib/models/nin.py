@@ -16,8 +16,7 @@ Both end with a ReLU before the pooling, as the paper's network does.
 """
 import torch.nn as nn
 
-from ._checks import check_input
-from .alexnet import min_input_size
+from ._checks import check_input, min_input_size
 
 
 def mlpconv(in_channels, channels, kernel_size, stride=1, padding=0):

@@ -16,8 +16,7 @@ so that the network trains on a CPU.
 """
 import torch.nn as nn
 
-from ._checks import check_input
-from .alexnet import min_input_size
+from ._checks import check_input, min_input_size
 
 CONFIGS = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
