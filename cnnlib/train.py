@@ -12,7 +12,6 @@ What a step does is the caller's choice, at two depths:
   (a GAN's two optimisers); fit still runs the epochs, checkpoints, history and progress.
 """
 import contextlib
-import math
 import os
 import random
 import time

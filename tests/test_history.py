@@ -1,0 +1,35 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+from cnnlib.history import History  # noqa: E402
+
+
+def history():
+    h = History()
+    h.append(epoch=1, train_loss=1.0, train_acc=0.5, val_loss=1.2, val_acc=0.4, seconds=2.0)
+    h.append(epoch=2, train_loss=0.6, train_acc=0.7, val_loss=0.9, val_acc=0.6, seconds=2.0)
+    h.append(epoch=3, train_loss=0.4, train_acc=0.8, val_loss=1.0, val_acc=0.65, seconds=2.0)
+    return h
+
+
+def test_columns_best_and_round_trip():
+    h = history()
+    assert h["val_acc"] == [0.4, 0.6, 0.65] and h.last["epoch"] == 3
+    assert h.best("val_loss")["epoch"] == 2 and h.best("val_acc")["epoch"] == 3
+    copy = History()
+    copy.load_state_dict(h.state_dict())
+    assert copy.rows == h.rows
+
+
+def test_plot_groups_losses_and_accuracies():
+    h = history()
+    assert h.metric_groups() == {"loss": ["train_loss", "val_loss"], "acc": ["train_acc", "val_acc"]}
+    fig = h.plot()
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "acc"]
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
+
+
+def test_repr_is_a_table():
+    lines = repr(history()).splitlines()
+    assert len(lines) == 4 and lines[0].split()[:3] == ["epoch", "train_loss", "train_acc"]
