@@ -109,14 +109,17 @@ class TensorLoader:
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    def _rank_size(self):
+        return len(range(self.rank, len(self.labels), self.world_size))
+
     @property
     def num_examples(self):
         """Examples this rank sees in one epoch."""
-        n = len(self._indices_of_rank(torch.arange(len(self.labels))))
+        n = self._rank_size()
         return n - n % self.batch_size if self.drop_last else n
 
     def __len__(self):
-        n = len(self._indices_of_rank(torch.arange(len(self.labels))))
+        n = self._rank_size()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _indices_of_rank(self, order):

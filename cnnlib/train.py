@@ -271,6 +271,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
         best, bad_epochs = state["extra"].get("best"), state["extra"].get("bad_epochs", 0)
         if verbose and rank == 0:
             print(f"resumed from {checkpoint} after epoch {start_epoch}")
+    elif resume and verbose and rank == 0:
+        print(f"resume: no checkpoint at {checkpoint} yet; training from the start")
 
     def eager_step(batch, zero_grad=True):
         if train_step is not None:
@@ -317,7 +319,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
             net.train()
             sums, seen, checked = {}, 0, 0
             losses = None  # every step's loss, kept on the device and checked every check_every steps
-            bar.start_epoch(epoch, len(train_loader))
+            steps = len(train_loader)
+            bar.start_epoch(epoch, steps)
             for i, batch in enumerate(train_loader):
                 batch = _to_device(batch, device, channels_last)
                 if graph_wanted and static_batch is None:
@@ -340,15 +343,15 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
                         sums[k] = v.detach().float() * n
                 if "loss" in metrics:
                     if losses is None:
-                        losses = torch.zeros(len(train_loader), device=metrics["loss"].device)
+                        losses = torch.zeros(steps, device=metrics["loss"].device)
                     losses[i].copy_(metrics["loss"].detach())
-                if (i + 1) % check_every == 0 or i + 1 == len(train_loader):
+                if (i + 1) % check_every == 0 or i + 1 == steps:
                     if losses is not None:
                         _check_finite(losses[checked:i + 1], global_step + checked, epoch)
                         checked = i + 1
                     if bar.enabled:
                         bar.step(i + 1, sums["loss"].item() / seen if "loss" in sums else None)
-            global_step += len(train_loader)
+            global_step += steps
             if scheduler_interval == "epoch":
                 for s in schedulers:
                     s.step()
