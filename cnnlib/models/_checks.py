@@ -25,10 +25,11 @@ def min_input_size(layers):
     """
     need = 1
     for m in reversed([m for m in layers.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]):
-        k, s, p = (_pair(getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
+        k, s, p = (_height(getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
         need = max(1, (need - 1) * s + k - 2 * p)
     return need
 
 
-def _pair(v):
+def _height(v):
+    """The vertical value of an int-or-(h, w) layer setting (the models here are square)."""
     return v[0] if isinstance(v, tuple) else v
