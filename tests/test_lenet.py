@@ -26,3 +26,12 @@ def test_wrong_size_says_so():
         lenet5()(torch.zeros(1, 1, 16, 16))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         lenet5()(torch.zeros(28, 28))
+
+
+def test_scaled_tanh_is_lecuns():
+    from cnnlib.models.lenet import ScaledTanh
+    x = torch.linspace(-4, 4, 81)
+    torch.testing.assert_close(ScaledTanh()(x), 1.7159 * torch.tanh(2 * x / 3))
+    torch.testing.assert_close(ScaledTanh()(torch.tensor([1.0, -1.0])), torch.tensor([1.0, -1.0]), atol=1e-4, rtol=0)
+    assert any(isinstance(x, ScaledTanh) for x in lenet5(scaled_tanh=True).modules())
+    assert not any(isinstance(x, ScaledTanh) for x in lenet5().modules())

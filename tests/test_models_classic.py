@@ -197,3 +197,29 @@ def test_train_step_runs():
         loss.backward()
         opt.step()
         assert torch.isfinite(loss)
+
+
+def test_paper_alexnet_drops_the_outputs_of_fc6_and_fc7():
+    """The paper zeroes hidden units' outputs; torchvision drops the inputs of fc6 and fc7."""
+    kinds = lambda m: [type(x).__name__ for x in m.classifier]  # noqa: E731
+    with torch.device("meta"):
+        paper, single = models.alexnet_paper(), models.alexnet()
+    assert kinds(paper) == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert kinds(single) == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Linear"]
+    # in training mode, a dropped hidden unit of fc6 contributes nothing to fc7
+    torch.manual_seed(0)
+    m = models.alexnet_paper(10, 1, small_input=True, width=0.125).train()
+    fc6_out = m.classifier[:3](torch.randn(4, m.classifier[0].in_features))
+    assert ((fc6_out == 0).float().mean() > 0.4)
+
+
+def test_paper_init():
+    torch.manual_seed(0)
+    m = models.alexnet_paper(10, 3, small_input=True, width=0.5, init="paper")
+    layers = [x for x in (*m.features, *m.classifier) if isinstance(x, (nn.Conv2d, nn.Linear))]
+    assert [x.bias.unique().tolist() for x in layers] == [[0.0], [1.0], [0.0], [1.0], [1.0], [1.0], [1.0], [0.0]]
+    big = layers[5].weight  # fc6: tens of thousands of weights
+    assert abs(big.std().item() - 0.01) < 5e-4 and abs(big.mean().item()) < 5e-4
+    with pytest.raises(ValueError, match="init"):
+        models.alexnet_paper(init="xavier")
+

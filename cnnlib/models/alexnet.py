@@ -1,16 +1,20 @@
 """AlexNet (Krizhevsky, Sutskever and Hinton, 2012), as in the paper and as torchvision ships it.
 
 Five convolutions and three fully connected layers; ReLU everywhere; max pooling after conv1,
-conv2 and conv5; dropout before the first two fully connected layers.
+conv2 and conv5; dropout (p = 0.5) in the first two fully connected layers.
 
 - alexnet_paper(): the 2012 network. Its widths (96-256-384-384-256), local response
   normalisation after conv1 and conv2 (after the ReLU, before the pooling), and its two-GPU
   split written as grouped convolutions: conv2, conv4 and conv5 have groups=2 (each GPU's
   half of the filters sees only that GPU's half of the maps), conv3 and the fully connected
-  layers see both halves. 60,965,224 parameters at 1000 classes.
+  layers see both halves. 60,965,224 parameters at 1000 classes. Dropout acts on the outputs
+  of fc6 and fc7, as the paper describes it ("setting to zero the output of each hidden neuron
+  with probability 0.5"). ``init="paper"`` starts from the paper's initialisation (see
+  ``paper_init``); the default is PyTorch's, with which Adam trains the small networks here.
 - alexnet(): the single-tower network torchvision ships ("one weird trick", Krizhevsky 2014):
   widths 64-192-384-256-256, no LRN, no groups. 61,100,840 parameters at 1000 classes,
-  exactly torchvision's ``alexnet``.
+  exactly torchvision's ``alexnet``, with its layout: dropout on the *inputs* of fc6 and fc7.
+  The two layouts have the same parameters and differ only in where the masks fall.
 
 Both pad conv1 by 2, so a 224x224 image (the paper's stated size) gives the 55x55 maps of the
 paper's figure; an adaptive average pool in front of the classifier makes any input at least
@@ -41,9 +45,22 @@ def paper_lrn():
     return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
 
 
+def paper_init(model):
+    """The paper's initialisation (its section 5): weights from N(0, 0.01); biases 1 in conv2, conv4,
+    conv5 and the two hidden fully connected layers ("accelerates the early stages of learning by
+    providing the ReLUs with positive inputs"), 0 in the remaining layers (conv1, conv3, output)."""
+    layers = [m for m in (*model.features, *model.classifier) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    ones = {1, 3, 4, 5, 6}  # conv2, conv4, conv5, fc6, fc7 (0-based among the 8 layers)
+    for i, m in enumerate(layers):
+        nn.init.normal_(m.weight, 0.0, 0.01)
+        nn.init.constant_(m.bias, 1.0 if i in ones else 0.0)
+    return model
+
+
 class AlexNet(nn.Module):
     def __init__(self, num_classes=1000, in_channels=3, *, widths=TORCHVISION_WIDTHS, hidden=4096,
-                 groups=1, lrn=False, overlap=True, small_input=False, width=1.0, dropout=0.5):
+                 groups=1, lrn=False, overlap=True, small_input=False, width=1.0, dropout=0.5,
+                 dropout_after=False):
         super().__init__()
         self.in_channels = in_channels
         # Scale the channels, keeping each a multiple of `groups` so the split stays even.
@@ -65,13 +82,20 @@ class AlexNet(nn.Module):
         )
         side = 3 if small_input else 6
         self.avgpool = nn.AdaptiveAvgPool2d((side, side))
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(c5 * side * side, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, num_classes),
-        )
+        if dropout_after:  # the paper: drop the outputs of fc6 and fc7
+            self.classifier = nn.Sequential(
+                nn.Linear(c5 * side * side, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(hidden, num_classes),
+            )
+        else:  # torchvision: drop the inputs of fc6 and fc7
+            self.classifier = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(c5 * side * side, hidden), nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                nn.Linear(hidden, num_classes),
+            )
         self.name = "AlexNet"
         self.min_size = min_input_size(self.features)
 
@@ -87,9 +111,13 @@ def alexnet(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, lr
                    overlap=overlap, small_input=small_input, width=width)
 
 
-def alexnet_paper(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, lrn=True, overlap=True):
-    """The 2012 paper's AlexNet: two towers as groups=2, LRN after conv1 and conv2."""
+def alexnet_paper(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, lrn=True, overlap=True,
+                  init="default"):
+    """The 2012 paper's AlexNet: two towers as groups=2, LRN after conv1 and conv2, dropout on the
+    outputs of fc6 and fc7; init="paper" for the paper's initialisation (``paper_init``)."""
+    if init not in ("default", "paper"):
+        raise ValueError(f"init must be 'default' or 'paper', got {init!r}")
     model = AlexNet(num_classes, in_channels, widths=PAPER_WIDTHS, groups=2, lrn=lrn,
-                    overlap=overlap, small_input=small_input, width=width)
+                    overlap=overlap, small_input=small_input, width=width, dropout_after=True)
     model.name = "AlexNet (paper)"
-    return model
+    return paper_init(model) if init == "paper" else model

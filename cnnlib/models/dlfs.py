@@ -14,7 +14,9 @@ initialisation, a normal with std sqrt(2 / fan_in), biases at zero, exactly as t
 to reproduce the book, or drop it.
 
 The book scales by (1 - p) at test time, PyTorch by 1 / (1 - p) during training ("inverted"
-dropout): the two differ only by a factor the next layer's weights absorb.
+dropout). The two train the same functions: dropout commutes with the linear layer before it,
+so scaling that layer's weights and bias by (1 - p) turns one network into the other. For the
+dropout on the logits, which has no layer after it, that layer is the output layer itself.
 The network is built for 28x28 images (its hidden layer reads a 4x4 map); other sizes are refused.
 """
 import math

@@ -9,7 +9,7 @@ outputs one map per class and global average pooling (GAP) turns each map into a
                least 67x67, 224x224 as in the paper.
 - nin_cifar(): the paper's CIFAR-10 network (blocks 192-160-96, 192-192-192, 192-192-classes,
                5x5, 5x5 and 3x3 convolutions, dropout between blocks); it reads 32x32 images,
-               and 28x28 ones as they are (any input of at least 15x15). This is the
+               and 28x28 ones as they are (any input of at least 7x7). This is the
                small-input choice for NiN; ``width`` scales the channels for a CPU.
 
 Both end with a ReLU before the pooling, as the paper's network does.
