@@ -22,10 +22,17 @@ def tiny_book(tmp_path_factory):
     shutil.copytree(ROOT / "tests" / "fixtures" / "tinybook", book, dirs_exist_ok=True)
     for name in ("_config.yml", "references.bib", "_static", "_ext"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, book / name)
+    # A virtual environment inside the tree, as `make book` makes one: its files are no pages.
+    junk = book / ".venv" / "lib" / "site-packages" / "pkg" / "templates"
+    junk.mkdir(parents=True)
+    (junk / "module.rst").write_text("Junk\n====\n\n.. autoclass:: pkg.Thing\n")
+    (junk / "notes.md").write_text("# Junk\n")
     jb = Path(sys.executable).parent / "jupyter-book"
     out = subprocess.run([str(jb), "build", str(book), "-W", "--keep-going"], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "WARNING" not in out.stdout + out.stderr
+    assert not (book / "_build" / "html" / ".venv").exists()
     return book
 
 
