@@ -1,11 +1,16 @@
 # Two commands on a fresh machine (Python 3.10+):
 #   make book    set up .venv and build the book into _build/html
 #   make test    set up .venv and run the tests and every notebook (pytest --nbval)
+# and, for a student:
+#   make lab                                    JupyterLab on the notebooks
+#   make run NB=chapters/01_mlp/03_losses.ipynb run one notebook in the terminal (progress bar);
+#                                               the executed copy goes to _build/executed/
 VENV ?= .venv
-BOOKFLAGS ?=
+BOOKFLAGS ?= -W --keep-going
 TESTFLAGS ?=
+NB ?=
 
-.PHONY: setup book test bench
+.PHONY: setup book test bench lab run bootstrap browser-test
 setup:
 	@bash tools/setup_env.sh $(VENV)
 
@@ -17,3 +22,18 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench.py
+
+lab: setup
+	$(VENV)/bin/jupyter lab chapters/
+
+run: setup
+	@test -n "$(NB)" || { echo "usage: make run NB=chapters/01_mlp/03_losses.ipynb"; exit 2; }
+	$(VENV)/bin/python tools/execute_notebooks.py $(NB)
+
+# After changing repository.url in _config.yml (or merging a notebook with an old first cell).
+bootstrap: setup
+	$(VENV)/bin/python tools/set_bootstrap.py
+
+# Every page of the built book (make book first) in headless Chromium.
+browser-test: setup
+	$(VENV)/bin/python tools/browser_check.py _build/html

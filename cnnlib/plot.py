@@ -5,16 +5,26 @@ import matplotlib.pyplot as plt
 import torch
 
 
-def image_grid(images, titles=None, ncols=8, scale=1.3, cmap="gray"):
-    """Show images (N, C, H, W) in a grid, each with an optional title; returns the figure."""
+BOOK_WIDTH = 6.8   # inches: the book's column is about 680 px wide at matplotlib's 100 dpi
+
+
+def image_grid(images, titles=None, ncols=6, scale=1.3, cmap="gray"):
+    """Show images (N, C, H, W) in a grid, each with an optional title; returns the figure.
+
+    Each image is `scale` inches wide, less if the row would be wider than the book's column,
+    so that titles stay readable where the book shows the figure.
+    """
     images = images.detach().cpu().float()
     if images.max() > 1.5:  # uint8 pixels
         images = images / 255
     n = len(images)
+    ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
+    size = min(scale, BOOK_WIDTH / ncols)
     title_lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
-    row_height = scale * (1 + 0.22 * title_lines)  # room for the titles above each row
-    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, row_height * nrows), squeeze=False)
+    fontsize = 10 if size >= 1.1 else 9
+    row_height = size + title_lines * fontsize * 1.5 / 72  # room for the titles above each row
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row_height * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -26,7 +36,7 @@ def image_grid(images, titles=None, ncols=8, scale=1.3, cmap="gray"):
             lo, hi = img.min(), img.max()
             ax.imshow(((img - lo) / (hi - lo + 1e-8)).permute(1, 2, 0))
         if titles is not None:
-            ax.set_title(str(titles[i]), fontsize=8)
+            ax.set_title(str(titles[i]), fontsize=fontsize)
     fig.tight_layout()
     return fig
 
@@ -60,7 +70,7 @@ def plot_confusion_matrix(preds, labels, class_names, normalize=True):
     return fig
 
 
-def misclassified(images, preds, labels, class_names, n=16, ncols=8):
+def misclassified(images, preds, labels, class_names, n=18, ncols=6):
     """A grid of the first n images the model got wrong, titled 'true -> predicted'."""
     wrong = (preds != labels).nonzero().flatten()[:n]
     titles = [f"{class_names[labels[i]]}\n→ {class_names[preds[i]]}" for i in wrong.tolist()]

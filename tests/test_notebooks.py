@@ -1,11 +1,16 @@
 """The notebooks follow the course's conventions (CONTRIBUTING.md)."""
 import json
+import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from set_bootstrap import canonical_source, first_code_cell  # noqa: E402
+
 NOTEBOOKS = sorted(p for p in (ROOT / "chapters").glob("*/*.ipynb"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
@@ -24,6 +29,13 @@ def test_bootstrap_installs_from_the_books_repository(path):
     source = "".join(first_code["source"])
     assert f'"git+{CONFIG["repository"]["url"]}"' in source, "bootstrap URL differs from _config.yml"
     assert "--no-deps" in source and "cnnlib.setup()" in source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_is_the_canonical_bootstrap(path):
+    cell = first_code_cell(nbformat.read(path, as_version=4))
+    assert cell.source == canonical_source(), "run `make bootstrap` (tools/set_bootstrap.py)"
+    assert "hide-input" in cell.metadata.get("tags", [])
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -2,18 +2,36 @@
 # Make (or refresh) the virtual environment for building the book and running the tests.
 # Idempotent: does nothing when the requirements have not changed since the last run.
 # Usage: tools/setup_env.sh VENV_DIR
+# On a machine without an NVIDIA GPU, TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# installs the CPU-only torch wheels (about 1 GB instead of 6 GB with the CUDA libraries).
 set -euo pipefail
 venv=${1:?usage: tools/setup_env.sh VENV_DIR}
 here=$(cd "$(dirname "$0")/.." && pwd)
 stamp=$(cat "$here/requirements.txt" "$here/requirements-dev.txt" "$here/pyproject.toml" | sha256sum | cut -c1-16)
+pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+# cnnlib itself, editable from this checkout; skipped when the venv already imports it from here
+# (setuptools' editable install prints a warning and leaves build/ behind each time).
+install_cnnlib() {
+  local at log
+  at=$(cd / && env -u PYTHONPATH "$venv/bin/python" -c \
+       "import importlib.util as u; s = u.find_spec('cnnlib'); print(s.origin if s else '')")
+  [[ $at == "$here/cnnlib/__init__.py" ]] && return 0
+  if ! log=$("${pip[@]}" --no-deps --no-build-isolation -e "$here" 2>&1); then
+    echo "$log" >&2
+    return 1
+  fi
+}
 if [[ -f $venv/.installed && $(cat "$venv/.installed") == "$stamp" ]]; then
-  "$venv/bin/python" -m pip install -q --no-deps -e "$here"   # cnnlib itself, from this checkout
+  install_cnnlib
   exit 0
 fi
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -r "$here/requirements-dev.txt"
+"${pip[@]}" --upgrade pip
+if [[ -n ${TORCH_INDEX_URL:-} ]]; then        # e.g. the CPU-only wheels; not the default
+  "${pip[@]}" --index-url "$TORCH_INDEX_URL" torch torchvision
+fi
+"${pip[@]}" -r "$here/requirements-dev.txt"
 # d2l is the peer the benchmarks compare with; its own pins break modern Python, so no deps.
-"$venv/bin/python" -m pip install -q --no-deps d2l==1.0.3
-"$venv/bin/python" -m pip install -q --no-deps -e "$here"
+"${pip[@]}" --no-deps d2l==1.0.3
+install_cnnlib
 echo "$stamp" >"$venv/.installed"

@@ -1,0 +1,57 @@
+"""The browser check passes on a tiny book built with the course's _config.yml, and fails when
+a figure, an equation or the table of contents is broken on purpose."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import browser_check  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not (Path(browser_check.CHROMIUM).exists() and Path(browser_check.CHROMEDRIVER).exists()),
+    reason="Debian's chromium and chromedriver are not installed (.ci/run installs them)")
+
+
+@pytest.fixture(scope="module")
+def tiny_book(tmp_path_factory):
+    book = tmp_path_factory.mktemp("book")
+    shutil.copytree(ROOT / "tests" / "fixtures" / "tinybook", book, dirs_exist_ok=True)
+    for name in ("_config.yml", "references.bib", "_static", "_ext"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, book / name)
+    # A virtual environment inside the tree, as `make book` makes one: its files are no pages.
+    junk = book / ".venv" / "lib" / "site-packages" / "pkg" / "templates"
+    junk.mkdir(parents=True)
+    (junk / "module.rst").write_text("Junk\n====\n\n.. autoclass:: pkg.Thing\n")
+    (junk / "notes.md").write_text("# Junk\n")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    out = subprocess.run([str(jb), "build", str(book), "-W", "--keep-going"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "WARNING" not in out.stdout + out.stderr
+    assert not (book / "_build" / "html" / ".venv").exists()
+    return book
+
+
+def test_a_sound_book_passes(tiny_book):
+    report = browser_check.check_book(tiny_book / "_build" / "html", tiny_book)
+    assert set(report) == {"index", "chapters/00_demo/01_page"}
+    assert report == {page: [] for page in report}
+
+
+def test_a_broken_figure_equation_and_page_fail(tiny_book, tmp_path):
+    html = tmp_path / "html"
+    shutil.copytree(tiny_book / "_build" / "html", html)
+    for image in (html / "_images").glob("*.png"):
+        image.unlink()                                     # the figure is gone
+    shutil.rmtree(html / "_static" / "mathjax")            # MathJax is not served: raw TeX
+    (html / "stray.html").write_text("<html><body>not in the toc</body></html>")
+    report = browser_check.check_book(html, tiny_book)
+    page = "\n".join(report["chapters/00_demo/01_page"])
+    assert "image not loaded" in page
+    assert "raw TeX left untypeset" in page
+    assert "console error" in page
+    assert report["stray"] == ["page not listed in _toc.yml: stray.html"]
