@@ -316,3 +316,33 @@ def ensemble_accuracy(models, loader, views=(None,)):
         correct += (ensemble_probs(models, x, views).argmax(dim=1) == y).sum()
         seen += len(y)
     return correct.item() / seen
+
+
+# ---- batched geometric augmentation -----------------------------------------------------
+
+def affine(x, degrees, dx, dy):
+    """Rotate each image by degrees[i] (counter-clockwise) about its centre, then move it by
+    (dx[i], dy[i]) pixels: one grid_sample call for the whole batch, zeros outside."""
+    n, _, h, w = x.shape
+    angle = torch.deg2rad(torch.as_tensor(degrees, dtype=x.dtype, device=x.device)).expand(n)
+    cos, sin = angle.cos(), angle.sin()
+    dx = torch.as_tensor(dx, dtype=x.dtype, device=x.device).expand(n)
+    dy = torch.as_tensor(dy, dtype=x.dtype, device=x.device).expand(n)
+    # affine_grid wants the inverse map, output pixel -> input pixel, in coordinates scaled to
+    # [-1, 1]: p_in = A (p_out - t), with A the inverse rotation (y points down in an image)
+    a = torch.stack([torch.stack([cos, sin * h / w], 1), torch.stack([-sin * w / h, cos], 1)], 1)
+    t = torch.stack([2 * dx / w, 2 * dy / h], 1).unsqueeze(-1)
+    theta = torch.cat([a, -a @ t], dim=2)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_affine(degrees=15, translate=0.1):
+    """A loader augmentation: each image its own rotation in [-degrees, degrees] and shift up
+    to `translate` of its size, drawn on the device (torchvision's v2.RandomAffine draws one
+    for the whole batch when given a batch)."""
+    def aug(x, g):
+        n, _, h, w = x.shape
+        u = torch.rand(3, n, generator=g, device=x.device) * 2 - 1
+        return affine(x, u[0] * degrees, (u[1] * translate * w).round(), (u[2] * translate * h).round())
+    return aug

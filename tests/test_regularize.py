@@ -183,3 +183,22 @@ def test_small_cnn_and_ensemble():
     assert torch.allclose(probs, expected, atol=1e-6)
     acc = R.ensemble_accuracy(models, [(x, y)])
     assert acc == (R.ensemble_probs(models, x).argmax(1) == y).sum().item() / 6
+
+
+@pytest.mark.parametrize("size", [(28, 28), (20, 32)])
+def test_batched_affine_equals_torchvision_per_image(size):
+    from torchvision.transforms.v2 import functional as TF
+    x = torch.rand(4, 2, *size, generator=torch.Generator().manual_seed(0))
+    angles, dxs, dys = torch.tensor([30., -20, 0, 12]), torch.tensor([0., 3, -2, 1]), torch.tensor([0., -1, 2, 3])
+    ours = R.affine(x, angles, dxs, dys)
+    for i in range(4):
+        tv = TF.affine(x[i], angle=angles[i].item(), translate=[int(dxs[i]), int(dys[i])], scale=1.0,
+                       shear=[0.0, 0.0], interpolation=v2.InterpolationMode.BILINEAR)
+        assert torch.allclose(ours[i], tv, atol=1e-5)
+
+
+def test_random_affine_draws_per_image():
+    x = torch.rand(1, 1, 28, 28).expand(8, 1, 28, 28)
+    out = R.random_affine(20, 0.1)(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert len({round(v, 4) for v in out.flatten(1).sum(1).tolist()}) == 8   # eight different images
