@@ -1,0 +1,348 @@
+"""Regularisation, batched on the device: each piece short, each checked against the library.
+
+Targets as probabilities (they stay one-hot unless a technique softens them):
+- ``smooth_targets``: label smoothing, (1 - eps) * one_hot + eps / K. Only the target changes.
+- ``mixup``: a convex mix of two images and of their targets.
+- ``cutmix``: a box of one image pasted into another; targets mixed by the box's area.
+- ``cutout``: a box of the image zeroed; the target is left alone.
+``soft_cross_entropy`` is the loss for such targets and ``mixing_loss`` wraps them for ``fit``.
+
+Layers and noise: ``dropout`` / ``Dropout`` (units), ``DropConnectLinear`` (weights),
+``BatchNorm2d`` from scratch, ``gaussian_noise`` on inputs (a loader augmentation) and
+``add_weight_noise`` on weights. ``small_cnn`` is the chapter's test bed; ``ensemble_probs``
+averages models and test-time views.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+
+
+# ---- targets -------------------------------------------------------------------------------
+
+def one_hot(y, num_classes):
+    return F.one_hot(y, num_classes).float()
+
+
+def smooth_targets(y, num_classes, eps):
+    """Label smoothing: the true class gets 1 - eps + eps/K, every other class eps/K."""
+    return one_hot(y, num_classes) * (1 - eps) + eps / num_classes
+
+
+def soft_cross_entropy(logits, targets):
+    """Cross-entropy against target probabilities (N, K), averaged over the batch."""
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def _pair(x, partner):
+    """Each example's partner: `partner` indices, or the previous example (torchvision's roll)."""
+    return x.roll(1, 0) if partner is None else x[partner]
+
+
+def mixup(x, targets, lam, partner=None):
+    """lam * x + (1 - lam) * partner's x, and the same mix of the targets.
+
+    lam: a number or one per example (N,); partner: indices (default: torchvision's pairing,
+    each example with the one before it).
+    """
+    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
+    lam_x = lam.view(-1, *[1] * (x.ndim - 1)) if lam.ndim else lam
+    lam_t = lam.view(-1, 1) if lam.ndim else lam
+    mixed = lam_x * x + (1 - lam_x) * _pair(x, partner)
+    return mixed, lam_t * targets + (1 - lam_t) * _pair(targets, partner)
+
+
+def _box_mask(boxes, height, width, device):
+    """(N, 1, H, W) boolean mask, true inside each box (x1, y1, x2, y2), x2/y2 exclusive."""
+    boxes = torch.as_tensor(boxes, device=device).view(-1, 4)
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, width)
+    x1, y1, x2, y2 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    return ((rows >= y1) & (rows < y2) & (cols >= x1) & (cols < x2)).unsqueeze(1)
+
+
+def cutmix(x, targets, boxes, partner=None):
+    """Paste the partner's pixels inside each box; targets mix by the area kept.
+
+    boxes: one (x1, y1, x2, y2) for the whole batch (as torchvision) or one per example (N, 4).
+    The weight of an image's own target is 1 - box area / image area.
+    """
+    h, w = x.shape[-2:]
+    inside = _box_mask(boxes, h, w, x.device)
+    mixed = torch.where(inside, _pair(x, partner), x)
+    lam = 1 - inside.flatten(1).float().mean(dim=1, keepdim=True)   # (N or 1, 1)
+    return mixed, lam * targets + (1 - lam) * _pair(targets, partner)
+
+
+def cutout(x, boxes, value=0.0):
+    """Fill each box with `value`; the target is not touched (it is not a mixing method)."""
+    return x.masked_fill(_box_mask(boxes, *x.shape[-2:], x.device), value)
+
+
+def random_boxes(n, height, width, *, size=None, lam=None, generator=None, device=None):
+    """n boxes (x1, y1, x2, y2) centred uniformly at random and clipped to the image.
+
+    Give `size` (a square side, cutout) or `lam` (n values; the side is sqrt(1 - lam) of the
+    image, CutMix). Clipping makes some boxes smaller, as in both papers.
+    """
+    cy = torch.randint(0, height, (n,), generator=generator, device=device)
+    cx = torch.randint(0, width, (n,), generator=generator, device=device)
+    if size is not None:
+        half_h = half_w = torch.full((n,), size // 2, device=device)
+    else:
+        r = 0.5 * (1 - lam).clamp(min=0).sqrt()
+        half_h, half_w = (r * height).long(), (r * width).long()
+    return torch.stack([(cx - half_w).clamp(min=0), (cy - half_h).clamp(min=0),
+                        (cx + half_w).clamp(max=width), (cy + half_h).clamp(max=height)], dim=1)
+
+
+def sample_beta(alpha, n, device=None):
+    """n draws of Beta(alpha, alpha), the mixing weight of mixup and CutMix."""
+    dist = torch.distributions.Beta(torch.tensor(float(alpha), device=device),
+                                    torch.tensor(float(alpha), device=device))
+    return dist.sample((n,))
+
+
+def random_mixup(alpha=0.2):
+    """A mixer for mixing_loss: mixup with one Beta(alpha, alpha) weight per example."""
+    def mix(x, targets):
+        lam = sample_beta(alpha, len(x), x.device)
+        return mixup(x, targets, lam, torch.randperm(len(x), device=x.device))
+    return mix
+
+
+def random_cutmix(alpha=1.0):
+    """A mixer for mixing_loss: CutMix with one box per example."""
+    def mix(x, targets):
+        lam = sample_beta(alpha, len(x), x.device)
+        boxes = random_boxes(len(x), *x.shape[-2:], lam=lam, device=x.device)
+        return cutmix(x, targets, boxes, torch.randperm(len(x), device=x.device))
+    return mix
+
+
+def random_cutout(size):
+    """A mixer for mixing_loss: cutout of a size x size square per example."""
+    def mix(x, targets):
+        return cutout(x, random_boxes(len(x), *x.shape[-2:], size=size, device=x.device)), targets
+    return mix
+
+
+def mixing_loss(num_classes=10, *, smoothing=0.0, mix=None):
+    """A loss_fn for fit: targets smoothed and/or mixed in training only; accuracy on the labels.
+
+    In evaluation (model.eval()) it is the plain cross-entropy, so validation numbers compare
+    across techniques.
+    """
+    def loss_fn(model, batch):
+        x, y = batch
+        targets = one_hot(y, num_classes)
+        if model.training:
+            if smoothing:
+                targets = smooth_targets(y, num_classes, smoothing)
+            if mix is not None:
+                x, targets = mix(x, targets)
+        logits = model(x)
+        return soft_cross_entropy(logits, targets), {"acc": (logits.argmax(dim=1) == y).float().mean()}
+    return loss_fn
+
+
+# ---- noise ---------------------------------------------------------------------------------
+
+def gaussian_noise(std):
+    """A loader augmentation (x, generator) -> x + N(0, std^2) noise on every pixel."""
+    def noise(x, g):
+        return x + std * torch.randn(x.shape, generator=g, device=x.device)
+    return noise
+
+
+class _WeightNoise(nn.Module):
+    def __init__(self, std):
+        super().__init__()
+        self.std = std
+
+    def forward(self, weight):
+        return weight + self.std * torch.randn_like(weight) if self.training else weight
+
+
+def add_weight_noise(model, std, kinds=(nn.Conv2d, nn.Linear)):
+    """Every forward pass in training sees the weights plus fresh N(0, std^2) noise.
+
+    A parametrization: the optimiser updates the clean weights with the gradient taken at the
+    noisy ones; in eval mode the weights are clean.
+    """
+    for m in model.modules():
+        if isinstance(m, kinds):
+            parametrize.register_parametrization(m, "weight", _WeightNoise(std))
+    return model
+
+
+# ---- dropout, DropConnect, batch norm ----------------------------------------------------
+
+def dropout(x, p, training=True):
+    """Zero each unit with probability p and scale the survivors by 1/(1-p) (inverted dropout),
+    so the expected value is unchanged and evaluation needs no rescaling."""
+    if not training or p == 0:
+        return x
+    keep = torch.rand_like(x) >= p
+    return x * keep / (1 - p)
+
+
+class Dropout(nn.Module):
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class DropConnectLinear(nn.Linear):
+    """A linear layer whose *weights* are dropped in training (Wan et al., 2013).
+
+    per_example=False draws one weight mask per batch (as cheap as dropout); True draws one
+    per example, as in the paper, which costs a (N, out, in) mask and a batched product.
+    Evaluation uses the full weights (inverted scaling in training keeps the expectation);
+    the paper's Gaussian moment-matching inference is left out. Biases are kept.
+    """
+
+    def __init__(self, in_features, out_features, p=0.5, bias=True, per_example=False):
+        super().__init__(in_features, out_features, bias)
+        self.p, self.per_example = p, per_example
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return super().forward(x)
+        if not self.per_example:
+            return F.linear(x, dropout(self.weight, self.p), self.bias)
+        masks = torch.rand(len(x), *self.weight.shape, device=x.device) >= self.p
+        weights = self.weight * masks / (1 - self.p)                    # (N, out, in)
+        out = torch.bmm(weights, x.unsqueeze(-1)).squeeze(-1)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self):
+        return super().extra_repr() + f", p={self.p}, per_example={self.per_example}"
+
+
+class BatchNorm2d(nn.Module):
+    """Batch normalisation over (N, H, W) per channel, written out.
+
+    Training: normalise by the batch's mean and (biased) variance and move the running
+    statistics towards them (the running variance uses the unbiased estimate, as torch does).
+    Evaluation: normalise by the running statistics; the batch plays no part.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x):
+        if self.training:
+            mean = x.mean(dim=(0, 2, 3))
+            var = x.var(dim=(0, 2, 3), unbiased=False)
+            n = x.numel() // x.shape[1]
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        shape = (1, -1, 1, 1)
+        x_hat = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return x_hat * self.weight.view(shape) + self.bias.view(shape)
+
+
+# ---- the chapter's test bed and its ensembles ------------------------------------------
+
+def small_cnn(num_classes=10, *, width=16, hidden=128, dropout=0.0, input_dropout=0.0,
+              dropconnect=0.0, batchnorm=False, in_channels=1, image_size=28):
+    """CONV(w)-POOL-CONV(2w)-POOL-FC(hidden)-FC, 3x3 convs: small enough to train many times.
+
+    dropout: on the hidden FC units; input_dropout: on the pixels; dropconnect: on the hidden
+    FC layer's weights (one mask per batch); batchnorm: after each convolution.
+    """
+    def conv(c_in, c_out):
+        layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batchnorm)]
+        return layers + ([nn.BatchNorm2d(c_out)] if batchnorm else []) + [nn.ReLU(), nn.MaxPool2d(2)]
+
+    flat = 2 * width * (image_size // 4) ** 2
+    fc = DropConnectLinear(flat, hidden, dropconnect) if dropconnect else nn.Linear(flat, hidden)
+    return nn.Sequential(
+        *([nn.Dropout(input_dropout)] if input_dropout else []),
+        *conv(in_channels, width), *conv(width, 2 * width),
+        nn.Flatten(), fc, nn.ReLU(),
+        *([nn.Dropout(dropout)] if dropout else []),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+def hflip(x):
+    return x.flip(-1)
+
+
+def shift(dx, dy):
+    """A test-time view: the image moved by (dx, dy) pixels, the border filled with zeros."""
+    def view(x):
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (abs(dx), abs(dx), abs(dy), abs(dy)))
+        top, left = abs(dy) - dy, abs(dx) - dx
+        return padded[..., top:top + h, left:left + w]
+    return view
+
+
+@torch.no_grad()
+def ensemble_probs(models, x, views=(None,)):
+    """Mean softmax over models and test-time views (None is the image as it is)."""
+    total = 0
+    for model in models:
+        model.eval()
+        for view in views:
+            total = total + F.softmax(model(x if view is None else view(x)).float(), dim=1)
+    return total / (len(models) * len(views))
+
+
+@torch.no_grad()
+def ensemble_accuracy(models, loader, views=(None,)):
+    """Accuracy of the averaged prediction over a whole loader (one host sync)."""
+    device = next(models[0].parameters()).device
+    correct, seen = torch.zeros((), device=device), 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        correct += (ensemble_probs(models, x, views).argmax(dim=1) == y).sum()
+        seen += len(y)
+    return correct.item() / seen
+
+
+# ---- batched geometric augmentation -----------------------------------------------------
+
+def affine(x, degrees, dx, dy):
+    """Rotate each image by degrees[i] (counter-clockwise) about its centre, then move it by
+    (dx[i], dy[i]) pixels: one grid_sample call for the whole batch, zeros outside."""
+    n, _, h, w = x.shape
+    angle = torch.deg2rad(torch.as_tensor(degrees, dtype=x.dtype, device=x.device)).expand(n)
+    cos, sin = angle.cos(), angle.sin()
+    dx = torch.as_tensor(dx, dtype=x.dtype, device=x.device).expand(n)
+    dy = torch.as_tensor(dy, dtype=x.dtype, device=x.device).expand(n)
+    # affine_grid wants the inverse map, output pixel -> input pixel, in coordinates scaled to
+    # [-1, 1]: p_in = A (p_out - t), with A the inverse rotation (y points down in an image)
+    a = torch.stack([torch.stack([cos, sin * h / w], 1), torch.stack([-sin * w / h, cos], 1)], 1)
+    t = torch.stack([2 * dx / w, 2 * dy / h], 1).unsqueeze(-1)
+    theta = torch.cat([a, -a @ t], dim=2)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_affine(degrees=15, translate=0.1):
+    """A loader augmentation: each image its own rotation in [-degrees, degrees] and shift up
+    to `translate` of its size, drawn on the device (torchvision's v2.RandomAffine draws one
+    for the whole batch when given a batch)."""
+    def aug(x, g):
+        n, _, h, w = x.shape
+        u = torch.rand(3, n, generator=g, device=x.device) * 2 - 1
+        return affine(x, u[0] * degrees, (u[1] * translate * w).round(), (u[2] * translate * h).round())
+    return aug
