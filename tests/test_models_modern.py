@@ -147,6 +147,15 @@ def test_plain_network_has_the_same_layers_but_no_shortcuts():
     assert plain.name == "Plain-20" and res.name == "ResNet-20"
 
 
+def test_plain_and_residual_start_from_the_same_weights():
+    torch.manual_seed(0)
+    res = models.resnet_cifar(20, width=8)
+    torch.manual_seed(0)
+    plain = models.resnet_cifar(20, width=8, residual=False)
+    shared = plain.state_dict()
+    assert all(torch.equal(v, shared[k]) for k, v in res.state_dict().items() if k in shared)
+
+
 def test_preact_block_jacobian_is_identity_plus_residual_jacobian():
     torch.manual_seed(0)
     block = rn.PreActBlock(2, 2).eval()

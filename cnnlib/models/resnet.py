@@ -18,6 +18,9 @@ addition and no projection.
 - ``resnet_cifar(depth)``: the paper's CIFAR networks, 6n + 2 layers in three stages of 16, 32
   and 64 channels (times ``width / 16``).
 """
+import math
+
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -108,6 +111,7 @@ class ResNet(nn.Module):
     def __init__(self, block, layers, num_classes=1000, in_channels=3, *, widths=(64, 128, 256, 512),
                  small_input=False, residual=True, name="ResNet"):
         super().__init__()
+        init_seed = int(torch.randint(2**62, ()))  # drawn before any layer, the same for a plain twin
         self.in_channels, self.name = in_channels, name
         c = widths[0]
         if small_input:  # 28x28 or 32x32: keep the resolution for the first stage
@@ -128,12 +132,23 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c, num_classes)
         self.min_size = min_input_size(nn.Sequential(self.stem, self.stages))
-        for m in self.modules():
+        self._init_weights(torch.Generator().manual_seed(init_seed))
+
+    def _init_weights(self, g):
+        # Shortcut projections last, so that from one seed a plain network gets exactly the
+        # weights of its residual twin in every layer they share.
+        shortcuts = [m for b in self.modules() if getattr(b, "downsample", None) is not None
+                     for m in b.downsample.modules()]
+        for m in [m for m in self.modules() if m not in shortcuts] + shortcuts:
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=g)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):  # PyTorch's default for a Linear layer
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=g)
+                bound = 1 / math.sqrt(m.in_features)
+                nn.init.uniform_(m.bias, -bound, bound, generator=g)
 
     def forward(self, x):
         check_input(x, model=self.name, channels=self.in_channels, min_size=self.min_size)
