@@ -1,0 +1,224 @@
+"""GoogLeNet (Szegedy et al., 2015), the network of Inception modules.
+
+An Inception module runs four branches side by side on the same input and concatenates their
+outputs along the channels: a 1x1 convolution; a 1x1 reduction then a 3x3; a 1x1 reduction then
+a "5x5"; a 3x3 max pool (stride 1) then a 1x1 projection. The 1x1 reductions (an idea taken
+from Network in Network) keep the wide convolutions cheap. Nine modules, 22 layers with weights
+on the longest path (27 counting the poolings, see ``longest_path``), one dense layer at the end
+after global average pooling, and two auxiliary classifiers (after 4a and 4d) that only exist in
+training mode: ``forward`` returns ``(logits, aux1, aux2)`` in training and the logits alone in
+eval mode. Train with ``loss_fn=googlenet_loss`` (the aux losses weighted by 0.3, as in the paper).
+
+As in torchvision (whose parameter counts ``googlenet()`` equals: 6,624,904 without the aux
+heads, 13,004,888 with them, at 1000 classes), every convolution is followed by batch norm,
+which the 2014 network did not have, and the "5x5" branch uses a 3x3 kernel (a known slip that
+torchvision keeps for its weights); ``five=5`` builds the paper's 5x5 kernels.
+
+``googlenet_small()`` reads 28x28 images: one 3x3 stem convolution instead of the 7x7 stride-2
+stem and its poolings, then the same nine modules at 14x14, 7x7 and 4x4; ``width`` scales every
+channel count so that it trains on a CPU.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from ._checks import check_input
+
+# in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection (Table 1 of the paper)
+INCEPTIONS = {
+    "3a": (192, 64, 96, 128, 16, 32, 32),
+    "3b": (256, 128, 128, 192, 32, 96, 64),
+    "4a": (480, 192, 96, 208, 16, 48, 64),
+    "4b": (512, 160, 112, 224, 24, 64, 64),
+    "4c": (512, 128, 128, 256, 24, 64, 64),
+    "4d": (512, 112, 144, 288, 32, 64, 64),
+    "4e": (528, 256, 160, 320, 32, 128, 128),
+    "5a": (832, 256, 160, 320, 32, 128, 128),
+    "5b": (832, 384, 192, 384, 48, 128, 128),
+}
+
+
+class ConvBN(nn.Sequential):
+    """Convolution (no bias: batch norm has one), batch norm, ReLU."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False),
+                         nn.BatchNorm2d(out_channels, eps=0.001), nn.ReLU(inplace=True))
+
+
+class Inception(nn.Module):
+    """Four branches on one input, concatenated: out channels = c1 + c3 + c5 + pool_proj."""
+
+    def __init__(self, in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, five=3):
+        super().__init__()
+        self.branch1 = ConvBN(in_channels, c1, 1)
+        self.branch2 = nn.Sequential(ConvBN(in_channels, c3_reduce, 1), ConvBN(c3_reduce, c3, 3, padding=1))
+        self.branch3 = nn.Sequential(ConvBN(in_channels, c5_reduce, 1),
+                                     ConvBN(c5_reduce, c5, five, padding=five // 2))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+                                     ConvBN(in_channels, pool_proj, 1))
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
+
+
+class InceptionAux(nn.Module):
+    """An auxiliary classifier: average pool to 4x4, 1x1 conv to 128, FC-1024, FC-classes."""
+
+    def __init__(self, in_channels, num_classes, channels=128, hidden=1024, dropout=0.7):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.conv = ConvBN(in_channels, channels, 1)
+        self.fc1 = nn.Linear(channels * 16, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        x = self.conv(self.pool(x)).flatten(1)
+        return self.fc2(self.dropout(F.relu(self.fc1(x), inplace=True)))
+
+
+def _min_size(layers):
+    """The smallest square input that leaves a map of at least 1x1, for ceil-mode poolings too.
+
+    Walks the layers backwards: n outputs need (n - 1) * s + k - 2p inputs, one fewer than
+    that (but at least k - 2p - s + 1) when the pooling rounds up (ceil_mode).
+    """
+    need = 1
+    for m in reversed([m for m in layers.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d))]):
+        k, s, p = (v[0] if isinstance(v, tuple) else v for v in (m.kernel_size, m.stride, m.padding))
+        if getattr(m, "ceil_mode", False):
+            need = (need - 2) * s + k - 2 * p + 1
+        else:
+            need = (need - 1) * s + k - 2 * p
+        need = max(1, need)
+    return need
+
+
+def _scaled(config, width, in_channels=None):
+    out = [max(1, round(c * width)) for c in config]
+    if in_channels is not None:
+        out[0] = in_channels
+    return out
+
+
+class GoogLeNet(nn.Module):
+    def __init__(self, stem, stem_channels, num_classes=1000, in_channels=3, *, aux_logits=True,
+                 width=1.0, five=3, dropout=0.2, pool4=(2, 2), name="GoogLeNet"):
+        super().__init__()
+        self.in_channels, self.name, self.aux_logits = in_channels, name, aux_logits
+        self.stem = stem
+        blocks, channels = {}, stem_channels
+        for key, config in INCEPTIONS.items():
+            cfg = _scaled(config, width, in_channels=channels)
+            blocks[key] = Inception(*cfg, five=five)
+            channels = cfg[1] + cfg[3] + cfg[5] + cfg[6]
+        self.inception3a, self.inception3b = blocks["3a"], blocks["3b"]
+        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception4a, self.inception4b, self.inception4c = blocks["4a"], blocks["4b"], blocks["4c"]
+        self.inception4d, self.inception4e = blocks["4d"], blocks["4e"]
+        self.maxpool4 = nn.MaxPool2d(*pool4, ceil_mode=True)
+        self.inception5a, self.inception5b = blocks["5a"], blocks["5b"]
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels, num_classes)
+        if aux_logits:
+            aux = dict(channels=max(1, round(128 * width)), hidden=max(1, round(1024 * width)))
+            self.aux1 = InceptionAux(blocks["4b"].branch1[0].in_channels, num_classes, **aux)
+            self.aux2 = InceptionAux(blocks["4e"].branch1[0].in_channels, num_classes, **aux)
+        else:
+            self.aux1 = self.aux2 = None
+        self.min_size = _min_size(nn.Sequential(self.stem, self.maxpool3, self.maxpool4))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=0.01, a=-2, b=2)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        check_input(x, model=self.name, channels=self.in_channels, min_size=self.min_size)
+        x = self.inception3b(self.inception3a(self.stem(x)))
+        x = self.inception4a(self.maxpool3(x))
+        aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
+        x = self.inception5b(self.inception5a(self.maxpool4(self.inception4e(x))))
+        logits = self.fc(self.dropout(self.avgpool(x).flatten(1)))
+        return (logits, aux1, aux2) if aux1 is not None else logits
+
+
+def googlenet(num_classes=1000, in_channels=3, aux_logits=True, **kwargs):
+    """GoogLeNet for 224x224 images (torchvision's layout and parameter count)."""
+    stem = nn.Sequential(
+        ConvBN(in_channels, 64, 7, stride=2, padding=3), nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        ConvBN(64, 64, 1), ConvBN(64, 192, 3, padding=1), nn.MaxPool2d(3, stride=2, ceil_mode=True),
+    )
+    return GoogLeNet(stem, 192, num_classes, in_channels, aux_logits=aux_logits, **kwargs)
+
+
+def googlenet_small(num_classes=10, in_channels=1, aux_logits=False, width=0.25, **kwargs):
+    """GoogLeNet for 28x28 images: a 3x3 stem, then the nine modules at 14x14, 7x7 and 4x4."""
+    c = max(1, round(192 * width))
+    stem = nn.Sequential(ConvBN(in_channels, c, 3, padding=1), nn.MaxPool2d(3, stride=2, ceil_mode=True))
+    return GoogLeNet(stem, c, num_classes, in_channels, aux_logits=aux_logits, width=width,
+                     name="GoogLeNet (small input)", **kwargs)
+
+
+def googlenet_loss(model, batch, aux_weight=0.3):
+    """Cross-entropy for fit: in training mode the aux classifiers' losses are added with weight 0.3."""
+    x, y = batch
+    out = model(x)
+    logits, *aux = out if isinstance(out, tuple) else (out,)
+    loss = F.cross_entropy(logits, y)
+    for a in aux:
+        loss = loss + aux_weight * F.cross_entropy(a, y)
+    return loss, {"acc": (logits.argmax(dim=1) == y).float().mean()}
+
+
+class _Depth(TorchFunctionMode):
+    """Carries a depth along every tensor: an op's output is as deep as its deepest input."""
+
+    def __init__(self):
+        super().__init__()
+        self.depth, self.keep = {}, []
+
+    def of(self, t):
+        return self.depth.get(id(t), 0)
+
+    def set(self, t, d):
+        self.depth[id(t)] = d
+        self.keep.append(t)  # ids stay unique while the tensor lives
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = [a for a in (*args, *(kwargs or {}).values()) if torch.is_tensor(a)]
+        inputs += [t for a in args if isinstance(a, (list, tuple)) for t in a if torch.is_tensor(t)]
+        if torch.is_tensor(out):
+            self.set(out, max((self.of(t) for t in inputs), default=0))
+        return out
+
+
+def longest_path(model, input_size, kinds=(nn.Conv2d, nn.Linear)):
+    """The number of layers of the given kinds on the longest path from input to output.
+
+    Follows branches, concatenations and additions (in eval mode: GoogLeNet's aux heads are not
+    on the path). kinds=(nn.Conv2d, nn.Linear) counts the layers with weights; add
+    nn.MaxPool2d, nn.AvgPool2d and nn.AdaptiveAvgPool2d to count the poolings too.
+    """
+    tracker = _Depth()
+
+    def hook(module, inputs, output):
+        tracker.set(output, max(tracker.of(t) for t in inputs) + 1)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), tracker:
+            out = model(torch.zeros(input_size))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return tracker.of(out)

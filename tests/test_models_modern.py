@@ -1,0 +1,180 @@
+"""GoogLeNet, ResNet and DenseNet: parameter counts against torchvision, shapes, aux heads, shortcuts."""
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from cnnlib import models
+from cnnlib.models import densenet as dn
+from cnnlib.models.googlenet import Inception
+from cnnlib.models import resnet as rn
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("aux", [False, True])
+def test_googlenet_parameters_equal_torchvision(aux):
+    ours = models.googlenet(aux_logits=aux)
+    theirs = torchvision.models.googlenet(weights=None, aux_logits=aux, init_weights=False)
+    assert count(ours) == count(theirs)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "densenet121"])
+def test_parameters_equal_torchvision(name):
+    assert count(getattr(models, name)()) == count(getattr(torchvision.models, name)(weights=None))
+
+
+def test_googlenet_depth_and_single_dense_layer():
+    m = models.googlenet(aux_logits=False)
+    assert models.longest_path(m, (1, 3, 224, 224)) == 22
+    pools = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+    assert models.longest_path(m, (1, 3, 224, 224), pools) == 27
+    assert count(m.fc) == 1024 * 1000 + 1000
+    assert len([x for x in m.modules() if isinstance(x, Inception)]) == 9
+
+
+def test_googlenet_aux_heads_only_in_training():
+    m = models.googlenet_small(aux_logits=True)
+    x = torch.randn(2, 1, 28, 28)
+    m.train()
+    out = m(x)
+    assert isinstance(out, tuple) and len(out) == 3 and all(o.shape == (2, 10) for o in out)
+    m.eval()
+    assert m(x).shape == (2, 10)
+    assert not isinstance(models.googlenet_small(aux_logits=False).train()(x), tuple)
+
+
+def test_googlenet_loss_weights_aux_by_0_3():
+    torch.manual_seed(0)
+    m = models.googlenet_small(aux_logits=True).train()
+    x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    torch.manual_seed(1)
+    loss, _ = models.googlenet_loss(m, (x, y))
+    torch.manual_seed(1)
+    main, a1, a2 = m(x)
+    ce = nn.functional.cross_entropy
+    assert torch.allclose(loss, ce(main, y) + 0.3 * (ce(a1, y) + ce(a2, y)))
+    m.eval()
+    loss, _ = models.googlenet_loss(m, (x, y))
+    assert torch.allclose(loss, ce(m(x), y))
+
+
+def test_inception_concatenates_four_branches():
+    block = Inception(192, 64, 96, 128, 16, 32, 32)
+    assert block(torch.randn(1, 192, 28, 28)).shape == (1, 64 + 128 + 32 + 32, 28, 28)
+
+
+@pytest.mark.parametrize("build, sizes", [
+    (lambda: models.googlenet(10, aux_logits=False), [15, 64, 224]),
+    (lambda: models.resnet18(10), [32, 64, 224]),
+    (lambda: models.resnet50(10), [32, 100]),
+    (lambda: models.densenet121(10), [32, 64]),
+])
+def test_output_shapes_imagenet_models(build, sizes):
+    m = build().eval()
+    for s in sizes:
+        assert m(torch.randn(1, 3, s, s)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: models.googlenet_small(width=0.125),
+    lambda: models.resnet18(10, 1, small_input=True, width=0.125),
+    lambda: models.densenet_small(growth=4, blocks=(2, 2, 2)),
+    lambda: models.resnet_cifar(8, width=4),
+])
+@pytest.mark.parametrize("size", [28, 32, 17])
+def test_output_shapes_small_models(build, size):
+    assert build().eval()(torch.randn(2, 1, size, size)).shape == (2, 10)
+
+
+def test_googlenet_minimum_input_size_is_exact():
+    m = models.googlenet(10, aux_logits=False).eval()
+    assert m.min_size == 15
+    m.min_size = 1  # switch the check off: one pixel less must fail inside the network
+    with pytest.raises(RuntimeError):
+        m(torch.randn(1, 3, 14, 14))
+    with pytest.raises(ValueError, match="at least 15x15"):
+        models.googlenet(10, aux_logits=False).eval()(torch.randn(1, 3, 14, 14))
+
+
+def test_small_resnet_keeps_resolution_in_first_stage():
+    m = models.resnet18(10, 1, small_input=True, width=0.25)
+    assert m.stem(torch.randn(1, 1, 28, 28)).shape[-1] == 28
+    assert not any(isinstance(x, nn.MaxPool2d) for x in m.stem)
+
+
+def test_bottleneck_shapes():
+    b = rn.Bottleneck(256, 128, stride=2)
+    assert b.conv1.out_channels == 128 and b.conv3.out_channels == 512
+    assert b(torch.randn(1, 256, 16, 16)).shape == (1, 512, 8, 8)
+    assert rn.Bottleneck(256, 64).downsample is None  # 256 -> 64 -> 256: identity shortcut
+    stage_outputs = [s[-1].conv3.out_channels for s in models.resnet50().stages]
+    assert stage_outputs == [256, 512, 1024, 2048]
+
+
+def test_downsampling_halves_map_and_doubles_channels():
+    m = models.resnet18()
+    x = m.stem(torch.randn(1, 3, 64, 64))
+    shapes = []
+    for stage in m.stages:
+        x = stage(x)
+        shapes.append(tuple(x.shape[1:]))
+    assert shapes == [(64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
+
+
+@pytest.mark.parametrize("block", [rn.BasicBlock, rn.Bottleneck, rn.PreActBlock])
+def test_plain_and_residual_differ_only_by_the_shortcut(block):
+    torch.manual_seed(0)
+    res = block(16, 32, stride=2).eval()
+    plain = block(16, 32, stride=2, residual=False).eval()
+    shortcut = {k for k in res.state_dict() if k.startswith("downsample.")}
+    assert shortcut and not any(k.startswith("downsample.") for k in plain.state_dict())
+    plain.load_state_dict({k: v for k, v in res.state_dict().items() if k not in shortcut})  # strict
+    x = torch.randn(2, 16, 8, 8)
+    after_add = torch.relu if block is not rn.PreActBlock else (lambda t: t)
+    assert torch.allclose(res(x), after_add(plain.residual_branch(x) + res.downsample(x)), atol=1e-6)
+    assert torch.allclose(plain(x), after_add(plain.residual_branch(x)), atol=1e-6)
+
+
+def test_plain_network_has_the_same_layers_but_no_shortcuts():
+    res, plain = models.resnet_cifar(20, width=8), models.resnet_cifar(20, width=8, residual=False)
+    keys = lambda m: {k for k in m.state_dict() if ".downsample." not in k}  # noqa: E731
+    assert keys(res) == keys(plain)
+    assert count(res) - count(plain) == sum(count(b.downsample) for s in res.stages for b in s
+                                            if b.downsample is not None)
+    assert plain.name == "Plain-20" and res.name == "ResNet-20"
+
+
+def test_plain_and_residual_start_from_the_same_weights():
+    torch.manual_seed(0)
+    res = models.resnet_cifar(20, width=8)
+    torch.manual_seed(0)
+    plain = models.resnet_cifar(20, width=8, residual=False)
+    shared = plain.state_dict()
+    assert all(torch.equal(v, shared[k]) for k, v in res.state_dict().items() if k in shared)
+
+
+def test_preact_block_jacobian_is_identity_plus_residual_jacobian():
+    torch.manual_seed(0)
+    block = rn.PreActBlock(2, 2).eval()
+    x = torch.randn(1, 2, 4, 4)
+    jac = torch.autograd.functional.jacobian(block, x).reshape(32, 32)
+    jac_f = torch.autograd.functional.jacobian(block.residual_branch, x).reshape(32, 32)
+    assert torch.allclose(jac, torch.eye(32) + jac_f, atol=1e-6)
+
+
+def test_densenet_channels_grow_by_the_growth_rate():
+    block = dn.DenseBlock(4, 24, growth=12)
+    assert [layer.conv1.in_channels for layer in block.layers] == [24, 36, 48, 60]
+    x = torch.randn(1, 24, 7, 7)
+    out = block(x)
+    assert out.shape == (1, 72, 7, 7)
+    assert torch.equal(out[:, :24], x)  # concatenation passes the input on unchanged
+
+
+def test_resnet_cifar_depth_must_be_6n_plus_2():
+    with pytest.raises(ValueError, match="6n"):
+        models.resnet_cifar(19)
+    assert models.longest_path(models.resnet_cifar(20, width=4, residual=False), (1, 1, 28, 28)) == 20
