@@ -13,6 +13,7 @@ What a step does is the caller's choice, at two depths:
 """
 import contextlib
 import copy
+import functools
 import numbers
 import os
 import random
@@ -259,6 +260,13 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     if checkpoint and rank == 0:
         ckpt.check_writable(checkpoint)
 
+    model.to(device)  # before resuming: optimiser state follows its parameters' device
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
     amp_dtype = _autocast(device, amp)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     history = History()
@@ -277,12 +285,6 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
             stopper.restore(model)
         return history
 
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
     if dist:
         from torch.nn.parallel import DistributedDataParallel
         _shard(train_loader, *dist)
@@ -299,32 +301,10 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
         print(f"cuda_graph: staying eager, {blocker}")
         graph_wanted = False
 
-    def make_step(net, optimizers):
-        """The eager training step of `net` with `optimizers` (the graph's self-check makes a second)."""
-        def eager_step(batch, zero_grad=True):
-            if train_step is not None:
-                return _as_metrics(train_step(batch), device)
-            with _amp_context(device, amp_dtype, cache=not graph_wanted):
-                loss, metrics = _split(loss_fn(net, batch))
-            if zero_grad:
-                for opt in optimizers:
-                    opt.zero_grad(set_to_none=True)
-            (scaler.scale(loss) if scaler else loss).sum().backward()  # sum(): a 1-element loss too
-            if clip_grad_norm is not None:
-                if scaler:
-                    for opt in optimizers:
-                        scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), clip_grad_norm)
-            for opt in optimizers:
-                scaler.step(opt) if scaler else opt.step()
-            if scaler:
-                scaler.update()
-            if scheduler_interval == "step":
-                for s in schedulers:
-                    s.step()
-            return _as_metrics({"loss": loss, **metrics}, device)
-        return eager_step
-
+    make_step = functools.partial(_eager_step, loss_fn=loss_fn, train_step=train_step, device=device,
+                                  amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=clip_grad_norm,
+                                  schedulers=schedulers if scheduler_interval == "step" else [],
+                                  autocast_cache=not graph_wanted)
     step = _Stepper(make_step, net, optimizers, graph_wanted)
     bar = Progress(epochs, enabled=progress if rank == 0 else False,
                    live_plot=live_plot if rank == 0 else False, summary=verbose and rank == 0)
@@ -380,6 +360,33 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     if stopper:
         stopper.restore(_unwrap(model))
     return history
+
+
+def _eager_step(net, optimizers, *, loss_fn, train_step, device, amp_dtype, scaler, clip_grad_norm,
+                schedulers, autocast_cache):
+    """The eager training step of `net` with `optimizers` (the CUDA graph's self-check makes a second)."""
+    def step(batch, zero_grad=True):
+        if train_step is not None:
+            return _as_metrics(train_step(batch), device)
+        with _amp_context(device, amp_dtype, cache=autocast_cache):
+            loss, metrics = _split(loss_fn(net, batch))
+        if zero_grad:
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler else loss).sum().backward()  # sum(): a 1-element loss too
+        if clip_grad_norm is not None:
+            if scaler:
+                for opt in optimizers:
+                    scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip_grad_norm)
+        for opt in optimizers:
+            scaler.step(opt) if scaler else opt.step()
+        if scaler:
+            scaler.update()
+        for s in schedulers:  # only those stepped per step
+            s.step()
+        return _as_metrics({"loss": loss, **metrics}, device)
+    return step
 
 
 def _on_disk(checkpoint, saved_epoch):
