@@ -327,13 +327,17 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
             if scheduler_interval == "epoch":
                 for s in schedulers:
                     s.step()
-            row = _epoch_row(epoch, sums, seen, lr, t0, dist, device)
+            row, seen = _train_row(epoch, sums, seen, dist, device)
+            t_train = time.perf_counter() - t0
             if val_loader is not None:
                 val = evaluate(net, val_loader, eval_fn or loss_fn, device=device, amp=amp,
                                channels_last=channels_last, _dist=dist)
                 row.update({f"val_{k}": v for k, v in val.items()})
+            if lr is not None:
+                row["lr"] = lr
             row["seconds"] = time.perf_counter() - t0
-            row["eval_seconds"] = row["seconds"] - row.pop("_train_seconds")
+            row["eval_seconds"] = row["seconds"] - t_train
+            row["examples_per_s"] = seen / t_train
             history.append(**row)
             stop = stopper.update(row, _unwrap(model)) if stopper else False
             if checkpoint and rank == 0:
@@ -439,20 +443,14 @@ def _train_epoch(loader, step, *, device, channels_last, check_every, first_step
     return sums, seen, i + 1
 
 
-def _epoch_row(epoch, sums, seen, lr, t0, dist, device):
-    """The epoch's training metrics as numbers (its one host sync)."""
+def _train_row(epoch, sums, seen, dist, device):
+    """The epoch's training metrics as numbers (its one host sync), and the examples seen."""
     if dist:
         totals = torch.stack([*sums.values(), torch.tensor(float(seen), device=device)])
         _all_reduce([totals])
         sums = dict(zip(sums, totals[:-1]))
         seen = totals[-1].item()
-    row = {"epoch": epoch + 1}
-    row.update({f"train_{k}": (v / seen).item() for k, v in sums.items()})
-    if lr is not None:
-        row["lr"] = lr
-    row["_train_seconds"] = t = time.perf_counter() - t0
-    row["examples_per_s"] = seen / t
-    return row
+    return {"epoch": epoch + 1, **{f"train_{k}": (v / seen).item() for k, v in sums.items()}}, seen
 
 
 class _Stepper:

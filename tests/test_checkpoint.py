@@ -186,3 +186,16 @@ def test_a_ctrl_c_during_save_waits_for_the_file_then_is_raised(tmp_path, monkey
         ckpt.save(tmp_path / "a.pt", epoch=2, model=model, optimizers=[])
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["a.pt"] and ckpt.read(tmp_path / "a.pt")["epoch"] == 2
+
+
+def test_two_saves_to_one_path_use_their_own_temporary_files(tmp_path, monkeypatch):
+    renamed, real_replace = [], os.replace
+
+    def replace(src, dst):
+        renamed.append(Path(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    for epoch in (1, 2):
+        ckpt.save(tmp_path / "a.pt", epoch=epoch, model=net(), optimizers=[])
+    assert len(set(renamed)) == 2 and all(p.parent == tmp_path for p in renamed)

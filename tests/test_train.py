@@ -457,3 +457,11 @@ def test_a_disagreeing_graph_is_dropped_and_training_is_eager(monkeypatch, capsy
     assert "cuda_graph: a replayed step differs from the eager step" in capsys.readouterr().out
     for a, b in zip(eager, graphed):
         assert torch.equal(a, b)
+
+
+def test_history_columns_keep_their_order():
+    model = small_net()
+    tr, te = loaders()
+    hist = fit(model, tr, te, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    assert hist.keys() == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                           "eval_seconds", "examples_per_s"]
