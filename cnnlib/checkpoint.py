@@ -110,7 +110,10 @@ def check_compatible(state, model, optimizers=()):
     for i, (a, b) in enumerate(zip(saved["optimizer_classes"], mine["optimizer_classes"])):
         if a != b:
             raise CheckpointError(f"optimiser {i} is {short(a)} in the checkpoint but {short(b)} here; {FRESH}")
-    for opt, groups in zip(optimizers, saved["hyperparameters"]):
+    for i, (opt, groups) in enumerate(zip(optimizers, saved["hyperparameters"])):
+        if len(groups) != len(opt.param_groups):
+            raise CheckpointError(f"optimiser {i} has {len(groups)} parameter groups in the checkpoint but "
+                                  f"{len(opt.param_groups)} here; {FRESH}")
         for group, old in zip(opt.param_groups, groups):
             new = _hyper(group)
             for key in sorted(old.keys() | new.keys()):

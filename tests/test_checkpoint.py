@@ -87,6 +87,10 @@ def test_a_different_optimiser_class_is_refused_before_the_weights_change(tmp_pa
     with pytest.raises(ckpt.CheckpointError, match="Adam in the checkpoint but SGD"):
         ckpt.load(tmp_path / "a.pt", model=fresh, optimizers=[torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)])
     assert all(torch.equal(a, b) for a, b in zip(before, fresh.parameters()))
+    groups = [{"params": fresh[0].parameters()}, {"params": fresh[2].parameters(), "lr": 1e-4}]
+    with pytest.raises(ckpt.CheckpointError, match="1 parameter groups in the checkpoint but 2 here"):
+        ckpt.load(tmp_path / "a.pt", model=fresh, optimizers=[torch.optim.Adam(groups)])
+    assert all(torch.equal(a, b) for a, b in zip(before, fresh.parameters()))
 
 
 def test_different_hyperparameters_are_named_and_the_checkpoint_wins(tmp_path):
