@@ -11,6 +11,7 @@ linear layer in_features * out_features per output vector. Biases add no multipl
 they are left out (torchinfo's "mult-adds" count them as one more each). Bad settings raise a
 ValueError that says what is wrong, before torch would fail with a shape error.
 """
+import operator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -33,26 +34,45 @@ class ReceptiveField(NamedTuple):
     stride: int | tuple  # input pixels between neighbouring output pixels (effective stride)
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+def _pair(v, name="kernel"):
+    """(h, w) from an int or a pair; anything else is a clear error."""
+    if _is_int(v):
+        return (v, v)
+    if isinstance(v, (tuple, list, torch.Size)) and len(v) == 2:
+        return tuple(v)
+    raise ValueError(f"{name} must be an int or a pair (height, width), got {v!r}")
+
+
+def _is_int(value):
+    """Integer-like (int, NumPy or torch integers), but not bool."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _check(name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    """The value as a Python int, if it is an integer >= minimum."""
+    if not _is_int(value) or operator.index(value) < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return operator.index(value)
 
 
 def _check_window(n, kernel, stride, padding, dilation, overhang=False):
-    for name, v in (("input size", n), ("kernel", kernel), ("stride", stride), ("dilation", dilation)):
-        _check(name, v)
-    _check("padding", padding, minimum=0)
+    """(n, kernel, stride, padding, dilation, span) as Python ints, checked."""
+    n, kernel, stride, dilation = (_check(name, v) for name, v in (
+        ("input size", n), ("kernel", kernel), ("stride", stride), ("dilation", dilation)))
+    padding = _check("padding", padding, minimum=0)
     span = dilation * (kernel - 1) + 1  # the input pixels one dilated kernel covers
     if span > n + 2 * padding + (stride - 1 if overhang else 0):
         dilated = f" (dilated to {span})" if dilation > 1 else ""
         raise ValueError(f"kernel {kernel}{dilated} is larger than the padded input "
                          f"({n} + 2*{padding} = {n + 2 * padding} pixels): the output would be empty")
-    return span
+    return n, kernel, stride, padding, dilation, span
 
 
 def conv_output_size(n, kernel, stride=1, padding=0, dilation=1):
@@ -62,9 +82,9 @@ def conv_output_size(n, kernel, stride=1, padding=0, dilation=1):
     elif padding == "same":  # torch allows it only with stride 1
         if stride != 1:
             raise ValueError(f"padding='same' needs stride 1, got stride {stride}")
-        _check_window(n, kernel, 1, dilation * (kernel - 1), dilation)
-        return n
-    span = _check_window(n, kernel, stride, padding, dilation)
+        kernel, dilation = _check("kernel", kernel), _check("dilation", dilation)
+        return _check_window(n, kernel, 1, dilation * (kernel - 1), dilation)[0]
+    n, kernel, stride, padding, dilation, span = _check_window(n, kernel, stride, padding, dilation)
     return (n + 2 * padding - span) // stride + 1
 
 
@@ -72,7 +92,8 @@ def pool_output_size(n, kernel, stride=None, padding=0, dilation=1, ceil_mode=Fa
     """Output side of max or average pooling (stride defaults to the kernel, as in torch)."""
     stride = kernel if stride is None else stride
     # ceil_mode lets the last window hang over the right edge by up to stride - 1 pixels
-    span = _check_window(n, kernel, stride, padding, dilation, overhang=ceil_mode)
+    n, kernel, stride, padding, dilation, span = _check_window(n, kernel, stride, padding, dilation,
+                                                               overhang=ceil_mode)
     if 2 * padding > kernel:  # torch's rule, on the kernel before dilation
         raise ValueError(f"padding {padding} is more than half the kernel {kernel}: "
                          "some windows would see only padding")
@@ -85,10 +106,10 @@ def pool_output_size(n, kernel, stride=None, padding=0, dilation=1, ceil_mode=Fa
 
 def conv_transpose_output_size(n, kernel, stride=1, padding=0, output_padding=0, dilation=1):
     """Output side of a transposed convolution: (n-1)s - 2p + d(k-1) + output_padding + 1."""
-    for name, v in (("input size", n), ("kernel", kernel), ("stride", stride), ("dilation", dilation)):
-        _check(name, v)
-    _check("padding", padding, minimum=0)
-    _check("output_padding", output_padding, minimum=0)
+    n, kernel, stride, dilation = (_check(name, v) for name, v in (
+        ("input size", n), ("kernel", kernel), ("stride", stride), ("dilation", dilation)))
+    padding = _check("padding", padding, minimum=0)
+    output_padding = _check("output_padding", output_padding, minimum=0)
     if output_padding >= max(stride, dilation):
         raise ValueError(f"output_padding {output_padding} must be smaller than the stride "
                          f"{stride} or the dilation {dilation}")
@@ -100,26 +121,24 @@ def conv_transpose_output_size(n, kernel, stride=1, padding=0, output_padding=0,
 
 def conv_params(in_channels, out_channels, kernel, groups=1, bias=True):
     """Weights and biases of a conv layer: out * (in / groups) * kh * kw, plus out biases."""
-    for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-        _check(name, v)
+    in_channels, out_channels, groups = (_check(name, v) for name, v in (
+        ("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)))
     for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
         if v % groups:
             raise ValueError(f"{name}={v} is not divisible by groups={groups}")
-    kh, kw = _pair(kernel)
-    _check("kernel", kh), _check("kernel", kw)
+    kh, kw = (_check("kernel", k) for k in _pair(kernel))
     return Params(out_channels * (in_channels // groups) * kh * kw, out_channels if bias else 0)
 
 
 def conv_macs(in_channels, out_channels, kernel, output_size, groups=1):
     """Multiply-adds of a conv layer for one image: each output value costs (in/groups)*kh*kw."""
-    oh, ow = _pair(output_size)
-    _check("output size", oh), _check("output size", ow)
+    oh, ow = (_check("output size", v) for v in _pair(output_size, "output_size"))
     return conv_params(in_channels, out_channels, kernel, groups, bias=False).weights * oh * ow
 
 
 def linear_params(in_features, out_features, bias=True):
     """Weights and biases of a dense layer: in * out, plus out biases."""
-    _check("in_features", in_features), _check("out_features", out_features)
+    in_features, out_features = _check("in_features", in_features), _check("out_features", out_features)
     return Params(in_features * out_features, out_features if bias else 0)
 
 
@@ -131,7 +150,18 @@ def linear_macs(in_features, out_features):
 # A field is (height, width, stride_h, stride_w) in input pixels; ALL means "the whole input"
 # (after flattening or global pooling), None means "not computed" (no spatial input, resizing).
 ALL = "all"
-_WINDOWS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+_WINDOWS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)
+# Layers that keep the map's size and each pixel's field (padding layers grow the map, not the field).
+_KEEPS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
+          nn.modules.instancenorm._InstanceNorm, nn.modules.dropout._DropoutNd, nn.Identity,
+          nn.ChannelShuffle, nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
+          nn.modules.padding._ReplicationPadNd)
+
+
+def _window(layer):
+    """(kernel, stride, dilation) of a conv or pooling layer (LPPool2d's stride defaults to its kernel)."""
+    stride = layer.stride if layer.stride is not None else layer.kernel_size
+    return layer.kernel_size, stride, getattr(layer, "dilation", 1)
 
 
 def _grow(field, kernel, stride, dilation=1):
@@ -139,35 +169,111 @@ def _grow(field, kernel, stride, dilation=1):
     if field in (None, ALL):
         return field
     rh, rw, jh, jw = field
-    (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(stride), _pair(dilation)
-    for name, v in (("kernel", kh), ("kernel", kw), ("stride", sh), ("stride", sw), ("dilation", dh), ("dilation", dw)):
-        _check(name, v)
+    (kh, kw), (sh, sw), (dh, dw) = [[_check(name, v) for v in _pair(value, name)] for name, value in
+                                    (("kernel", kernel), ("stride", stride), ("dilation", dilation))]
     return rh + (kh - 1) * dh * jh, rw + (kw - 1) * dw * jw, jh * sh, jw * sw
 
 
-def _as_layers(layers):
-    if isinstance(layers, nn.Module):  # a chain: its leaf modules in the order they were defined
-        return [m for m in layers.modules() if not list(m.children())]
-    return list(layers)
+def _keeps_field(layer):
+    return isinstance(layer, _KEEPS) or type(layer).__module__ == "torch.nn.modules.activation"
 
 
-def receptive_field(layers):
+def _layer_on_top(field, name, layer):
+    """The field after one more module; a module whose effect on the size is unknown is an error."""
+    where = f"layer {name} ({type(layer).__name__})"
+    if isinstance(layer, _WINDOWS):
+        return _grow(field, *_window(layer))
+    if _keeps_field(layer):
+        return field
+    if isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)):
+        raise ValueError(f"{where} sees the whole input: no receptive field to compute")
+    if isinstance(layer, (nn.ConvTranspose2d, nn.Upsample)):
+        raise ValueError(f"{where} enlarges the map: receptive_field handles convolutions and pooling only")
+    raise ValueError(f"receptive_field does not know {where}, which may change the map's size: it "
+                     "handles 2-d convolutions and pooling, and layers that keep the size")
+
+
+def _leaves(model):
+    """(name, module) of the leaf modules, in the order they were defined."""
+    return [(name or "0", m) for name, m in model.named_modules() if not list(m.children())]
+
+
+def _own_forward(model):
+    """The first container whose forward is its own (it may pool or reshape between its layers)."""
+    for name, m in model.named_modules():
+        if list(m.children()) and type(m).forward is not nn.Sequential.forward:
+            return name or type(m).__name__
+    return None
+
+
+def _called_leaves(model, input_size):
+    """(name, module, input size, output size) of each leaf call, in the order the forward runs."""
+    calls, names = [], {m: name for name, m in _leaves(model)}
+
+    def hook(module, inputs, output):
+        calls.append((names[module], module, tuple(inputs[0].shape[2:]), tuple(output.shape[2:])))
+
+    param = next(model.parameters(), None)
+    x = torch.zeros(input_size, device=param.device if param is not None else "cpu")
+    handles = [m.register_forward_hook(hook) for m in names]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return calls, tuple(x.shape[2:]), tuple(out.shape[2:])
+
+
+def _size_str(shape):
+    return "x".join(map(str, shape))
+
+
+def _measured_field(model, input_size):
+    """Follow the layers in the order the forward calls them, checking that they explain every size."""
+    calls, size, final = _called_leaves(model, tuple(input_size))
+    field, before = (1, 1, 1, 1), "the input"
+    for name, layer, got, out in calls:
+        where = f"{name} ({type(layer).__name__})"
+        if got != size:
+            raise ValueError(f"between {before} and {where} the map changes from {_size_str(size)} to "
+                             f"{_size_str(got)} outside any layer (a functional call in forward, such as "
+                             "F.avg_pool2d, or a branch): receptive_field follows a chain of layers; "
+                             "layer_table(model, input_size) follows the forward pass")
+        field, size, before = _layer_on_top(field, name, layer), out, where
+    if final != size:
+        raise ValueError(f"after {before} the map changes from {_size_str(size)} to {_size_str(final)} "
+                         "outside any layer (a functional call in forward?): receptive_field cannot see it")
+    return field
+
+
+def receptive_field(layers, input_size=None):
     """Receptive field and effective stride at the top of a chain of layers.
 
-    layers: (kernel, stride) or (kernel, stride, dilation) tuples, or modules (conv and pooling
-    layers count; activations, batch norm and other layers that keep the size do not).
+    layers: (kernel, stride) or (kernel, stride, dilation) tuples, or a module: an nn.Sequential
+    chain (conv and pooling layers count; activations, normalisation, dropout keep the field; any
+    other layer is an error that names it). A model with its own forward() may resize the map in
+    code its layers do not show: pass input_size=(1, C, H, W) and the forward pass is measured,
+    every change of size checked against the layers that explain it.
     """
-    field = (1, 1, 1, 1)
-    for layer in _as_layers(layers):
-        if isinstance(layer, nn.Module):
-            if isinstance(layer, _WINDOWS):
-                field = _grow(field, layer.kernel_size, layer.stride, getattr(layer, "dilation", 1))
-            elif isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)):
-                raise ValueError(f"{type(layer).__name__} sees the whole input: no receptive field to compute")
-            elif isinstance(layer, (nn.ConvTranspose2d, nn.Upsample)):
-                raise ValueError(f"{type(layer).__name__} enlarges the map: receptive_field handles "
-                                 "convolutions and pooling only")
+    if isinstance(layers, nn.Module):
+        if input_size is not None:
+            field = _measured_field(layers, input_size)
         else:
+            own = _own_forward(layers)
+            if own is not None:
+                raise ValueError(f"{own} has its own forward(), which may resize the map in ways its layers "
+                                 "do not show (F.avg_pool2d, reshapes): pass input_size=(1, C, H, W) to "
+                                 "measure it")
+            field = (1, 1, 1, 1)
+            for name, layer in _leaves(layers):
+                field = _layer_on_top(field, name, layer)
+    else:
+        field = (1, 1, 1, 1)
+        for layer in layers:
             field = _grow(field, *layer)
     rh, rw, jh, jw = field
     return ReceptiveField(rh if rh == rw else (rh, rw), jh if jh == jw else (jh, jw))
@@ -272,7 +378,7 @@ def _layer_field(module, inputs, output, tracker):
     if field in (None, ALL) or output.ndim != 4:
         return tracker.get(output)
     if isinstance(module, _WINDOWS):
-        return _grow(field, module.kernel_size, module.stride, getattr(module, "dilation", 1))
+        return _grow(field, *_window(module))
     if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         (ih, iw), (oh, ow) = inputs[0].shape[2:], output.shape[2:]
         if (oh, ow) == (1, 1):
@@ -312,9 +418,10 @@ def layer_table(model, input_size, all_layers=False):
         params = 0 if module in seen else sum(p.numel() for p in module.parameters())
         seen.add(module)
         changes_shape = not inputs or inputs[0].shape != output.shape
-        if all_layers or params or changes_shape:
+        macs = _layer_macs(module, inputs, output)
+        if all_layers or params or macs or changes_shape:  # every call of a shared layer costs its MACs
             rows.append(Row(f"{names[module]} ({type(module).__name__})", tuple(output.shape),
-                            params, _layer_macs(module, inputs, output), field))
+                            params, macs, field))
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]

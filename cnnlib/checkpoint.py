@@ -2,36 +2,185 @@
 
 A run resumed from the checkpoint of epoch k ends with exactly the weights of a run that was
 never interrupted (on the CPU bit for bit; tests/test_train.py checks it).
+
+Safe to load: files are read with ``torch.load(weights_only=True)``, which refuses anything
+that would run code, so everything here is stored as tensors, numbers, strings, lists and
+dicts (the RNG states included). Safe to write: a unique temporary file in the same folder,
+flushed to disk, then renamed over the old one, so a crash or Ctrl-C leaves the previous
+checkpoint whole. Honest on resume: the model's class, layers and parameter shapes and the
+optimisers' classes are checked before anything is changed; hyperparameters that differ are
+reported (the checkpoint's state wins, as in every framework that resumes).
 """
+import contextlib
 import os
+import pickle
 import random
+import shutil
+import signal
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+FORMAT, VERSION = "cnnlib-checkpoint", 2
+FRESH = "to start fresh instead, pass resume=False or delete the file"
+# Optimiser settings that are implementation switches, not hyperparameters of the update rule.
+_SWITCHES = {"params", "foreach", "fused", "differentiable", "capturable", "initial_lr"}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, does not fit the model, or cannot be written."""
+
+
+def _path(path):
+    return Path(path).expanduser()
+
+
+# RNG states as plain types (weights_only=True loads nothing else).
 
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, ints, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(ints), gauss],
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, ints, gauss = state["python"]
+    random.setstate((version, tuple(ints), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# What the run was: checked on resume before anything is restored.
+
+def _class_name(obj):
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def describe(model, optimizers):
+    return {
+        "model_class": _class_name(model),
+        "layers": [[name, type(m).__name__] for name, m in model.named_modules() if name],
+        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "optimizer_classes": [_class_name(opt) for opt in optimizers],
+        "hyperparameters": [[_hyper(g) for g in opt.param_groups] for opt in optimizers],
+    }
+
+
+def _hyper(group):
+    hyper = {k: v for k, v in group.items() if k not in _SWITCHES}
+    if "initial_lr" in group:  # a scheduler owns lr: compare the rate its schedule starts from
+        hyper["lr"] = group["initial_lr"]
+    return hyper
+
+
+def check_compatible(state, model, optimizers=()):
+    """Raise if the checkpoint does not fit model and optimisers; else list differing hyperparameters."""
+    saved = state["run"]
+    mine = describe(model, optimizers)
+    short = lambda name: name.rsplit(".", 1)[-1]
+    if saved["model_class"] != mine["model_class"]:
+        raise CheckpointError(f"the checkpoint holds a {short(saved['model_class'])}, but the model is a "
+                              f"{short(mine['model_class'])}; {FRESH}")
+    theirs, ours = dict(saved["layers"]), dict(mine["layers"])
+    for name in _union(theirs, ours):
+        if theirs.get(name) != ours.get(name):
+            raise CheckpointError(f"layer {name} is {theirs.get(name, 'absent')} in the checkpoint but "
+                                  f"{ours.get(name, 'absent')} in the model; {FRESH}")
+    for name in _union(saved["shapes"], mine["shapes"]):
+        a, b = saved["shapes"].get(name), mine["shapes"].get(name)
+        if a != b:
+            raise CheckpointError(f"{name} has shape {a} in the checkpoint but {b} in the model; {FRESH}")
+    if len(saved["optimizer_classes"]) != len(optimizers):
+        raise CheckpointError(f"the checkpoint holds {len(saved['optimizer_classes'])} optimiser states, "
+                              f"but {len(optimizers)} optimisers were given; {FRESH}")
+    differences = []
+    for i, (a, b) in enumerate(zip(saved["optimizer_classes"], mine["optimizer_classes"])):
+        if a != b:
+            raise CheckpointError(f"optimiser {i} is {short(a)} in the checkpoint but {short(b)} here; {FRESH}")
+    for i, (opt, groups) in enumerate(zip(optimizers, saved["hyperparameters"])):
+        if len(groups) != len(opt.param_groups):
+            raise CheckpointError(f"optimiser {i} has {len(groups)} parameter groups in the checkpoint but "
+                                  f"{len(opt.param_groups)} here; {FRESH}")
+        for group, old in zip(opt.param_groups, groups):
+            new = _hyper(group)
+            for key in sorted(old.keys() | new.keys()):
+                if _differ(old.get(key), new.get(key)):
+                    differences.append(f"{key} {old.get(key)} (checkpoint) vs {new.get(key)} (given)")
+    return differences
+
+
+def _union(a, b):
+    """Keys of a, then those only in b, in order (so errors name the first layer that differs)."""
+    return list(a) + [k for k in b if k not in a]
+
+
+def _differ(a, b):
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return not (torch.is_tensor(a) and torch.is_tensor(b) and torch.equal(a.cpu(), b.cpu()))
+    return a != b
+
+
+# Writing.
+
+_held = None  # the Ctrl-Cs received while hold_interrupts is active
+
+
+@contextlib.contextmanager
+def hold_interrupts():
+    """Hold a Ctrl-C until the block is done, then raise it: a save is finished, never torn.
+
+    Nested uses are one: only the outermost raises. Outside the main thread (where signals
+    cannot be caught) it does nothing.
+    """
+    global _held
+    if _held is not None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _held = []
+    previous = signal.signal(signal.SIGINT, lambda *args: _held.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        received, _held = _held, None
+        if received:
+            raise KeyboardInterrupt
+
+
+def check_writable(path):
+    """Fail now, not after the first epoch, if the checkpoint's folder cannot be written."""
+    path = _path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CheckpointError(f"cannot write the checkpoint {path}: {err.strerror or err}. "
+                              "Choose a folder you can write to (checkpoint=...) or checkpoint=None.") from err
+
+
 def save(path, *, epoch, model, optimizers, schedulers=(), scaler=None, history=None, extra=None):
-    """Write atomically: a crash while saving leaves the previous checkpoint intact."""
-    path = Path(path)
+    """Write atomically: a crash, a full disk or Ctrl-C while saving leaves the previous file whole."""
+    path = _path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
+        "format": FORMAT, "version": VERSION,
         "epoch": epoch,
+        "run": describe(model, optimizers),
         "model": model.state_dict(),
         "optimizers": [opt.state_dict() for opt in optimizers],
         "schedulers": [s.state_dict() for s in schedulers],
@@ -40,18 +189,72 @@ def save(path, *, epoch, model, optimizers, schedulers=(), scaler=None, history=
         "rng": rng_state(),
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        with hold_interrupts():
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            tmp = None
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as RuntimeError ("unexpected pos")
+        raise CheckpointError(_write_failed(path, state, err)) from err
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
-def load(path, *, model, optimizers=(), schedulers=(), scaler=None, history=None, map_location=None):
-    """Restore everything `save` wrote into the given objects; returns the whole state dict."""
-    state = torch.load(path, map_location=map_location, weights_only=False)
+def _write_failed(path, state, err):
+    need = sum(t.numel() * t.element_size() for t in _tensors(state)) / 2**20
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"could not write the checkpoint {path} ({err}). It needs about {need:,.1f} MB in "
+            f"{path.parent} ({free} now). Free some space, choose another folder, or checkpoint=None; "
+            "the previous checkpoint there, if any, is unchanged.")
+
+
+def _tensors(obj):
+    if torch.is_tensor(obj):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+# Reading.
+
+def read(path, map_location=None):
+    """The checkpoint's contents, read safely; a clear error for a foreign, old or damaged file."""
+    path = _path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} cannot be loaded safely: it holds objects that would run code when read, so it was "
+            "written by an older cnnlib, by another program, or altered. cnnlib reads checkpoints with "
+            f"torch.load(weights_only=True) and will not run it; {FRESH}.") from err
+    except (RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint (damaged or not written by torch.save: "
+                              f"{err}); {FRESH}.") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a cnnlib checkpoint (no format {FORMAT!r} in it); {FRESH}.")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} is a cnnlib checkpoint of format version {state.get('version')}, "
+                              f"this cnnlib reads version {VERSION}; {FRESH}.")
+    return state
+
+
+def restore(state, *, model, optimizers=(), schedulers=(), scaler=None, history=None):
+    """Put a read checkpoint into the given objects (check_compatible first)."""
     model.load_state_dict(state["model"])
-    if len(optimizers) != len(state["optimizers"]):
-        raise ValueError(f"{path} holds {len(state['optimizers'])} optimiser states, "
-                         f"but {len(optimizers)} optimisers were given")
     for opt, s in zip(optimizers, state["optimizers"]):
         opt.load_state_dict(s)
     for sched, s in zip(schedulers, state["schedulers"]):
@@ -62,3 +265,17 @@ def load(path, *, model, optimizers=(), schedulers=(), scaler=None, history=None
         history.load_state_dict(state["history"])
     set_rng_state(state["rng"])
     return state
+
+
+def load(path, *, model, optimizers=(), schedulers=(), scaler=None, history=None, map_location=None):
+    """Read, check, then restore everything `save` wrote; returns the whole state dict.
+
+    Hyperparameters that differ from the given optimisers' are printed on one line; the
+    checkpoint's values win.
+    """
+    state = read(path, map_location)
+    differences = check_compatible(state, model, optimizers)
+    if differences:
+        print(f"resume: {', '.join(differences)}; the checkpoint's values win ({FRESH})")
+    return restore(state, model=model, optimizers=optimizers, schedulers=schedulers, scaler=scaler,
+                   history=history)

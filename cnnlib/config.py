@@ -4,8 +4,8 @@
 |-------------------|-------------------------------------------|----------------------------------|
 | CNNLIB_DATA       | data root in torchvision's layout         | ~/.cache/cnnlib/data             |
 | CNNLIB_BUDGET     | smoke, cpu or full                        | full on CUDA, cpu otherwise      |
-| CNNLIB_DOWNLOAD   | 0 forbids downloads (tests, offline CI)   | 1                                |
-| CNNLIB_DEVICE     | force a device (cpu, cuda, mps)           | cuda, then mps, then cpu         |
+| CNNLIB_DOWNLOAD   | 0/false/no/off forbid downloads (CI)      | 1                                |
+| CNNLIB_DEVICE     | force a device (cpu, cuda, cuda:N, mps)   | cuda, then mps, then cpu         |
 """
 import os
 from pathlib import Path
@@ -21,20 +21,53 @@ def data_root() -> Path:
     return Path(root).expanduser()
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def download_allowed() -> bool:
-    return os.environ.get("CNNLIB_DOWNLOAD", "1").strip().lower() not in ("0", "false", "no", "off")
+    """$CNNLIB_DOWNLOAD: 1/0, true/false, yes/no, on/off (any case); unset or empty means yes."""
+    value = os.environ.get("CNNLIB_DOWNLOAD", "")
+    word = value.strip().lower()
+    if word in _TRUE or not word:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"CNNLIB_DOWNLOAD={value!r} is not a yes or a no: use 1/0, true/false, yes/no or on/off")
 
 
 def device() -> torch.device:
     """The fastest device present: cuda, then mps, then cpu ($CNNLIB_DEVICE overrides)."""
-    forced = os.environ.get("CNNLIB_DEVICE")
-    if forced:
-        return torch.device(forced)
+    forced = os.environ.get("CNNLIB_DEVICE", "")
+    if forced.strip():
+        return _forced_device(forced)
     if torch.cuda.is_available():  # under torchrun each process takes its own GPU
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available():
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def _forced_device(value):
+    """$CNNLIB_DEVICE, normalised (case, spaces) and checked against what this machine has."""
+    try:
+        dev = torch.device(value.strip().lower())
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"CNNLIB_DEVICE={value!r} names no device: use cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"CNNLIB_DEVICE={value!r} asks for a GPU, but torch sees no CUDA device here "
+                         "(on Colab: Runtime > Change runtime type > GPU); unset it or use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"CNNLIB_DEVICE={value!r}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and not _mps_available():
+        raise ValueError(f"CNNLIB_DEVICE={value!r} asks for Apple's MPS, which torch does not see here; "
+                         "unset it or use cpu")
+    return dev
 
 
 def budget_name() -> str:

@@ -8,6 +8,8 @@ Augmentation that can run on a whole batch does (see ``random_crop`` and ``rando
     train_loader, test_loader = data.fashion_mnist(batch_size=256)
     for x, y in train_loader: ...      # x: float (N, 1, 28, 28) in [0, 1], y: int64 (N,)
 """
+import numbers
+import pickle
 from pathlib import Path
 
 import torch
@@ -54,23 +56,74 @@ def _not_found(name, root, why):
         f"or point $CNNLIB_DATA at the folder that holds {name}/ (now: {root}).")
 
 
+class DatasetCorruptError(RuntimeError):
+    """A data set file is on disk but cannot be read (truncated download, wrong file)."""
+
+
+def canonical_name(name):
+    """'mnist', 'Fashion-MNIST', 'cifar_10' -> the data set's name as torchvision spells it."""
+    key = str(name).lower().replace("-", "").replace("_", "").replace(" ", "")
+    for known in _CLASSES:
+        if known.lower() == key:
+            return known
+    raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(_CLASSES)} (any case)")
+
+
+def _corrupt(name, root, train, err):
+    """Name the file that cannot be read, and how to replace it."""
+    folder = Path(root) / name / "raw" if name != "CIFAR10" else Path(root) / "cifar-10-batches-py"
+    bad = folder
+    if name != "CIFAR10":
+        from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+        prefix = "train" if train else "t10k"
+        for f in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
+            try:
+                read_sn3_pascalvincent_tensor(str(folder / f))
+            except Exception:
+                bad = folder / f
+                break
+    return DatasetCorruptError(
+        f"{name}: {bad} is corrupt (truncated or not the right file: {type(err).__name__} {err}). "
+        f"Delete it and run again with downloads allowed (CNNLIB_DOWNLOAD=1) to fetch a fresh copy, "
+        f"or copy a good one there from a machine that has it.")
+
+
 def load(name, train=True, root=None):
     """The whole split of a data set as (uint8 images N x C x H x W, int64 labels N)."""
-    if name not in _CLASSES:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(_CLASSES)}")
-    root = Path(root or config.data_root())
+    name = canonical_name(name)
+    root = Path(root or config.data_root()).expanduser()
     download = config.download_allowed()
     try:
         ds = _CLASSES[name](str(root), train=train, download=download)
     except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True"
+        if "not found" not in str(err).lower():
+            raise _corrupt(name, root, train, err) from err
         raise _not_found(name, root, "downloads are off: CNNLIB_DOWNLOAD=0" if not download
                          else f"it could not be read: {err}") from err
     except OSError as err:  # offline: urllib errors, refused connections
         raise _not_found(name, root, f"the download failed: {err}") from err
+    except (AssertionError, ValueError, KeyError, IndexError, EOFError, pickle.UnpicklingError) as err:
+        raise _corrupt(name, root, train, err) from err
     images = torch.as_tensor(ds.data)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     labels = torch.as_tensor(ds.targets, dtype=torch.int64)
     return images.contiguous(), labels
+
+
+def _check_resize(resize):
+    """None, a positive side, or a positive (height, width)."""
+    if resize is None:
+        return None
+    sides = (resize,) if isinstance(resize, numbers.Integral) else tuple(resize) if isinstance(resize, (tuple, list)) else ()
+    if not (len(sides) in (1, 2) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+                                         for v in sides)):
+        raise ValueError(f"resize must be None, a positive side or a (height, width) of positive sides, got {resize!r}")
+    return resize
+
+
+def _check_size(name, size):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
+        raise ValueError(f"{name} must be a positive integer (or None for the whole split), got {size!r}")
 
 
 class TensorLoader:
@@ -93,7 +146,7 @@ class TensorLoader:
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.resize, self.augment, self.seed = resize, tuple(augment), seed
+        self.resize, self.augment, self.seed = _check_resize(resize), tuple(augment), seed
         self.mean = self.std = None
         if normalize is not None:
             mean, std = normalize
@@ -163,12 +216,14 @@ def _subset(images, labels, size, seed):
 
 def loaders(name, batch_size=256, *, train_size=None, test_size=None, resize=None,
             normalize=False, augment=(), device=None, root=None, seed=0, eval_batch_size=1024):
-    """(train_loader, test_loader) for MNIST, FashionMNIST or CIFAR10.
+    """(train_loader, test_loader) for MNIST, FashionMNIST or CIFAR10 (any case: "mnist" works).
 
     train_size / test_size take a fixed random subset (the same for a given seed); the
     training loader reshuffles every epoch and drops the last partial batch, so every step
     has the same shape; the test loader covers every test example.
     """
+    name = canonical_name(name)
+    _check_size("train_size", train_size), _check_size("test_size", test_size), _check_resize(resize)
     norm = STATS[name] if normalize else None
     train = _subset(*load(name, True, root), train_size, seed)
     test = _subset(*load(name, False, root), test_size, seed)

@@ -30,10 +30,19 @@ class History:
             seen.update(dict.fromkeys(row))
         return list(seen)
 
-    def best(self, key):
-        """The row where `key` is best: lowest for losses, highest otherwise."""
+    def best(self, key, mode=None):
+        """The row where `key` is best: mode "min" or "max" (inferred for losses and accuracies)."""
+        if mode is None:
+            if "loss" in key:
+                mode = "min"
+            elif key.endswith("acc"):
+                mode = "max"
+            else:
+                raise ValueError(f"which way is better for {key!r}? pass mode='min' or mode='max'")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         rows = [r for r in self.rows if r.get(key) is not None]
-        pick = min if "loss" in key else max
+        pick = min if mode == "min" else max
         return pick(rows, key=lambda r: r[key])
 
     def state_dict(self):

@@ -73,7 +73,7 @@ class Progress:
         plt.close(fig)
 
     def _text(self, epoch, done, steps, loss):
-        text = f"epoch {epoch + 1}/{self.total_epochs}: step {done}/{steps}"
+        text = f"epoch {epoch + 1}/{self.total_epochs}: step {done}" + (f"/{steps}" if steps else "")
         return text + (f", loss {loss:.4f}" if loss is not None else "")
 
 

@@ -246,3 +246,78 @@ def test_layer_table_follows_branches():
 def test_errors_say_what_is_wrong(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# Never wrong in silence.
+@pytest.mark.parametrize("layer,name", [
+    (nn.PixelUnshuffle(2), "PixelUnshuffle"),
+    (nn.FractionalMaxPool2d(2, output_size=4), "FractionalMaxPool2d"),
+    (nn.Conv1d(1, 1, 3), "Conv1d"),
+    (nn.Conv3d(1, 1, 3), "Conv3d"),
+])
+def test_receptive_field_names_layers_it_does_not_know(layer, name):
+    with pytest.raises(ValueError, match=rf"layer 1 \({name}\)"):
+        arith.receptive_field(nn.Sequential(nn.Conv2d(1, 1, 3), layer, nn.Conv2d(1, 1, 3)))
+
+
+def test_receptive_field_of_lp_pooling_is_that_of_its_window():
+    with_lp = nn.Sequential(nn.Conv2d(1, 1, 3), nn.LPPool2d(2, 2), nn.Conv2d(1, 1, 3))
+    assert arith.receptive_field(with_lp) == arith.receptive_field([(3, 1), (2, 2), (3, 1)]) == (8, 2)
+
+
+class FunctionalPooling(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3)
+
+    def forward(self, x):
+        return self.conv2(torch.nn.functional.avg_pool2d(self.conv1(x), 2))
+
+
+def test_receptive_field_does_not_take_functional_pooling_for_identity():
+    with pytest.raises(ValueError, match="own forward.*input_size"):
+        arith.receptive_field(FunctionalPooling())
+    with pytest.raises(ValueError, match=r"between conv1 \(Conv2d\) and conv2 \(Conv2d\).*14x14 to 7x7"):
+        arith.receptive_field(FunctionalPooling(), input_size=(1, 1, 16, 16))
+
+
+def test_receptive_field_measured_on_a_plain_chain_agrees():
+    chain = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(1, 1, 3))
+    assert arith.receptive_field(chain, input_size=(1, 1, 20, 20)) == arith.receptive_field(chain) == (8, 2)
+
+
+class Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(48, 48)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.fc(x)))
+
+
+def test_layer_table_counts_every_call_of_a_shared_layer():
+    table = arith.layer_table(Twice(), (1, 48))
+    assert [r.macs for r in table.rows] == [2_304, 2_304] and table.total_macs == 4_608
+    assert [r.params for r in table.rows] == [48 * 48 + 48, 0]
+
+
+def test_integer_like_sizes_are_accepted():
+    import numpy as np
+    assert arith.conv_output_size(np.int64(32), np.int64(5)) == 28
+    assert type(arith.conv_output_size(np.int64(32), 5)) is int
+    assert arith.pool_output_size(np.int32(28), 2) == 14
+    assert arith.conv_params(np.int64(3), 6, np.int64(5)) == (450, 6)
+    assert arith.conv_macs(3, 6, 5, (np.int64(28), 28)) == 450 * 28 * 28
+    assert arith.linear_params(np.int64(4), 2) == (8, 2)
+    with pytest.raises(ValueError, match="must be a positive integer, got 2.5"):
+        arith.conv_output_size(2.5, 1)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: arith.conv_params(3, 6, (3,)),
+    lambda: arith.conv_macs(3, 6, (3, 3, 3), 4),
+    lambda: arith.receptive_field([((3,), 1)]),
+])
+def test_a_kernel_of_the_wrong_shape_says_what_is_expected(call):
+    with pytest.raises(ValueError, match=r"kernel must be an int or a pair \(height, width\), got \(3"):
+        call()

@@ -100,3 +100,51 @@ def test_float_images_are_not_rescaled():
     x = torch.rand(6, 1, 2, 2)
     loader = data.TensorLoader(x, torch.arange(6), 3, device="cpu")
     assert torch.equal(next(iter(loader))[0], x[:3])
+
+
+def _mnist_copy(root, truncate=None):
+    import shutil
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in data._FILES["MNIST"]:
+        shutil.copy(config.data_root() / "MNIST" / "raw" / f, raw / f)
+    if truncate:
+        path = raw / truncate
+        path.write_bytes(path.read_bytes()[:1000])
+    return raw
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_corrupt_idx_file_is_named_and_how_to_replace_it_said(monkeypatch, tmp_path, damage):
+    monkeypatch.setenv("CNNLIB_DOWNLOAD", "0")
+    raw = _mnist_copy(tmp_path, truncate="t10k-images-idx3-ubyte" if damage == "truncated" else None)
+    if damage == "garbage":
+        (raw / "t10k-labels-idx1-ubyte").write_bytes(b"hello")
+        bad = "t10k-labels-idx1-ubyte"
+    else:
+        bad = "t10k-images-idx3-ubyte"
+    with pytest.raises(data.DatasetCorruptError) as err:
+        data.load("MNIST", train=False, root=tmp_path)
+    message = str(err.value)
+    assert f"{raw / bad} is corrupt" in message and "Delete it" in message and "CNNLIB_DOWNLOAD=1" in message
+
+
+def test_loaders_take_any_spelling_of_a_name_and_list_the_choices(monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNLIB_DOWNLOAD", "0")
+    with pytest.raises(data.DatasetNotFoundError, match="MNIST is not in"):
+        data.loaders("mnist", root=tmp_path)
+    with pytest.raises(data.DatasetNotFoundError, match="FashionMNIST is not in"):
+        data.loaders("fashion-mnist", root=tmp_path)
+    with pytest.raises(ValueError, match="unknown data set 'cifar100'.*MNIST, FashionMNIST, CIFAR10"):
+        data.loaders("cifar100", root=tmp_path)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(train_size=-5), "train_size must be a positive integer"),
+    (dict(test_size=0), "test_size must be a positive integer"),
+    (dict(resize=0), "resize must be"),
+    (dict(resize=(28, -1)), "resize must be"),
+])
+def test_sizes_that_make_no_sense_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.loaders("FashionMNIST", **kwargs)

@@ -2,6 +2,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pytest  # noqa: E402
+
 from cnnlib.history import History  # noqa: E402
 
 
@@ -33,3 +35,12 @@ def test_plot_groups_losses_and_accuracies():
 def test_repr_is_a_table():
     lines = repr(history()).splitlines()
     assert len(lines) == 4 and lines[0].split()[:3] == ["epoch", "train_loss", "train_acc"]
+
+
+def test_best_asks_which_way_is_better_for_other_names():
+    h = history()
+    for row, err in zip(h.rows, (0.6, 0.3, 0.35)):
+        row["val_err"] = err
+    with pytest.raises(ValueError, match="mode='min' or mode='max'"):
+        h.best("val_err")
+    assert h.best("val_err", mode="min")["epoch"] == 2 and h.best("val_err", mode="max")["epoch"] == 1

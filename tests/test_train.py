@@ -169,3 +169,299 @@ def test_cuda_graph_trains_like_eager(make_opt):
         results.append([p.detach().float().cpu() for p in model.parameters()])
     for eager, graphed in zip(*results):
         torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-5)
+
+
+# Silent no-ops are refused.
+def test_an_epoch_of_zero_steps_is_refused_naming_the_sizes():
+    model = small_net()
+    tiny = data.TensorLoader(*blobs(10), 32, shuffle=True, drop_last=True, device="cpu")
+    with pytest.raises(ValueError, match=r"10 training examples.*batch_size 32.*drop_last"):
+        fit(model, tiny, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+
+
+def test_an_optimiser_of_another_model_is_refused():
+    model, stale = small_net(), small_net()
+    tr, _ = loaders()
+    with pytest.raises(ValueError, match="none of the model's trainable parameters"):
+        fit(model, tr, epochs=1, optimizer=torch.optim.SGD(stale.parameters(), lr=0.1), progress=False)
+
+
+def test_parameters_in_no_optimiser_are_warned_about_once():
+    model = small_net()
+    tr, _ = loaders()
+    opt = torch.optim.SGD(model[1].parameters(), lr=0.1)
+    with pytest.warns(UserWarning, match=r"2 of the model's 4 trainable parameter tensors .*4\.weight") as caught:
+        fit(model, tr, epochs=2, optimizer=opt, progress=False)
+    assert len([w for w in caught if "trainable" in str(w.message)]) == 1
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(epochs=0), "epochs must be a positive integer"),
+    (dict(epochs=1, check_every=0), "check_every must be a positive integer"),
+    (dict(epochs=1, early_stopping=2, monitor="val_err"), r"mode='min' or mode='max'"),
+    (dict(epochs=1, early_stopping=2, mode="up"), "mode must be"),
+    (dict(epochs=1, early_stopping=0), r"early_stopping \(the patience, in epochs\) must be"),
+])
+def test_arguments_that_would_do_nothing_are_refused(kwargs, message):
+    model = small_net()
+    tr, te = loaders()
+    with pytest.raises(ValueError, match=message):
+        fit(model, tr, te, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False, **kwargs)
+
+
+def with_error_rate(model, batch):
+    loss, metrics = train.classification_loss(model, batch)
+    return loss, {"err": 1 - metrics["acc"]}
+
+
+def test_early_stopping_on_an_error_rate_with_mode_min_restores_the_lowest():
+    torch.manual_seed(0)
+    model = small_net()
+    tr, te = loaders()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0 if e == 0 else 0.0)
+    hist = fit(model, tr, te, epochs=20, optimizer=opt, scheduler=sched, eval_fn=with_error_rate,
+               early_stopping=2, monitor="val_err", mode="min", progress=False)
+    assert len(hist) == 3
+    assert train.evaluate(model, te, with_error_rate)["err"] == pytest.approx(min(hist["val_err"]))
+
+
+def run_stopping(epochs, checkpoint=None, resume=False, seed=0):
+    torch.manual_seed(seed)
+    model = small_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    images, labels = blobs(128, 1)
+    labels[:40] = 1 - labels[:40]  # noisy validation labels: the val loss turns up after epoch 2
+    tr = data.TensorLoader(*blobs(256, 0), 64, shuffle=True, drop_last=True, device="cpu")
+    te = data.TensorLoader(images, labels, 64, device="cpu")
+    hist = fit(model, tr, te, epochs=epochs, optimizer=opt, early_stopping=3, monitor="val_loss",
+               checkpoint=checkpoint, resume=resume, progress=False)
+    return model, hist
+
+
+def test_resumed_early_stopping_equals_uninterrupted_bitwise(tmp_path):
+    straight, hist = run_stopping(12)
+    assert len(hist) == 5 and hist["val_loss"].index(min(hist["val_loss"])) == 1  # epoch 2 is restored
+    ckpt = tmp_path / "run.pt"
+    run_stopping(3, checkpoint=ckpt)  # interrupted after epoch 3: the best (epoch 2) is in the past
+    resumed, hist2 = run_stopping(12, checkpoint=ckpt, resume=True, seed=1)
+    assert hist2["val_loss"] == hist["val_loss"]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_history_records_the_rate_each_epoch_trained_with():
+    model = small_net()
+    tr, _ = loaders()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    hist = fit(model, tr, epochs=3, optimizer=opt, scheduler=sched, progress=False)
+    assert hist["lr"] == [0.1, 0.05, 0.025]
+
+
+def test_ctrl_c_says_which_epoch_is_saved_and_is_raised_again(tmp_path, capsys):
+    model = small_net()
+    tr, _ = loaders()
+    calls = []
+
+    def interrupted_in_epoch_2(model, batch):
+        calls.append(1)
+        if len(calls) == len(tr) + 3:
+            raise KeyboardInterrupt
+        return train.classification_loss(model, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, tr, epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=interrupted_in_epoch_2, checkpoint=tmp_path / "run.pt", progress=False)
+    out = capsys.readouterr().out
+    assert "interrupted during epoch 2" in out and "holds epoch 1" in out and "resume=True" in out
+
+
+def test_resuming_a_finished_run_says_so_and_returns_its_history(tmp_path, capsys):
+    run(2, checkpoint=tmp_path / "run.pt")
+    model, hist = run(2, checkpoint=tmp_path / "run.pt", resume=True)
+    assert len(hist) == 2
+    assert "already holds 2 epochs" in capsys.readouterr().out
+
+
+def test_resume_names_the_hyperparameters_that_differ(tmp_path, capsys):
+    model = small_net()
+    tr, _ = loaders()
+    fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        checkpoint=tmp_path / "run.pt", progress=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    fit(model, tr, epochs=2, optimizer=opt, checkpoint=tmp_path / "run.pt", resume=True, progress=False)
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "differ" in ln or "win" in ln]
+    assert line and "lr 0.1 (checkpoint) vs 0.01 (given)" in line[0] and "resume=False" in line[0]
+
+
+def test_resume_into_another_optimiser_fails_before_the_weights_change(tmp_path):
+    model = small_net()
+    tr, _ = loaders()
+    fit(model, tr, epochs=1, optimizer=torch.optim.Adam(model.parameters()), checkpoint=tmp_path / "run.pt",
+        progress=False)
+    fresh = small_net()
+    before = [p.clone() for p in fresh.parameters()]
+    with pytest.raises(RuntimeError, match="Adam in the checkpoint but SGD"):
+        fit(fresh, tr, epochs=2, optimizer=torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9),
+            checkpoint=tmp_path / "run.pt", resume=True, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, fresh.parameters()))
+
+
+def test_an_unwritable_checkpoint_folder_fails_before_the_first_epoch(tmp_path, monkeypatch):
+    from cnnlib import checkpoint as ckpt
+    model = small_net()
+    tr, _ = loaders()
+    steps = []
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ckpt.tempfile, "mkstemp", refused)
+    with pytest.raises(ckpt.CheckpointError, match="cannot write"):
+        fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=lambda m, b: steps.append(1) or train.classification_loss(m, b),
+            checkpoint=tmp_path / "run.pt", progress=False)
+    assert steps == []
+
+
+def test_a_nan_stop_says_the_weights_are_nan_and_what_the_checkpoint_holds(tmp_path):
+    model = small_net()
+    tr, _ = loaders()
+    epoch = []
+
+    def explodes_in_epoch_2(model, batch):
+        loss, metrics = train.classification_loss(model, batch)
+        return (loss * float("nan") if len(epoch) > len(tr) else loss), metrics
+
+    def counting(model, batch):
+        epoch.append(1)
+        return explodes_in_epoch_2(model, batch)
+
+    with pytest.raises(NonFiniteLossError, match=r"(?s)weights in memory.*NaN.*run\.pt holds epoch 1"):
+        fit(model, tr, epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=counting,
+            checkpoint=tmp_path / "run.pt", progress=False)
+
+
+# Loaders and metrics as students bring them.
+def test_a_plain_torch_dataloader_trains():
+    from torch.utils.data import DataLoader, TensorDataset
+    images, labels = blobs(128)
+    loader = DataLoader(TensorDataset(images.float() / 255, labels), batch_size=32, shuffle=True)
+    model = small_net()
+    hist = fit(model, loader, loader, epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
+               progress=False, device="cpu")
+    assert len(hist) == 2 and hist.last["train_loss"] < hist.rows[0]["train_loss"]
+
+
+def test_a_generator_of_batches_trains():
+    images, labels = blobs(64)
+
+    class Batches:  # an iterable with no len and no set_epoch
+        def __iter__(self):
+            return ((images[i:i + 16].float() / 255, labels[i:i + 16]) for i in range(0, 64, 16))
+
+    model = small_net()
+    hist = fit(model, Batches(), epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    assert len(hist) == 1
+
+
+def test_data_parallel_needs_a_sharding_loader():
+    with pytest.raises(ValueError, match="DistributedSampler"):
+        train._shard([(torch.zeros(1), torch.zeros(1))], 0, 2)
+
+
+def test_metrics_may_be_python_numbers_or_one_element_tensors():
+    model = small_net()
+    tr, te = loaders()
+
+    def loose(model, batch):
+        loss, metrics = train.classification_loss(model, batch)
+        return loss.view(1), {"acc": metrics["acc"].item(), "one": metrics["acc"].view(1, 1), "n": 3}
+
+    hist = fit(model, tr, te, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=loose,
+               progress=False)
+    assert hist.last["train_n"] == 3 and hist.last["train_one"] == pytest.approx(hist.last["train_acc"])
+    assert hist.last["val_n"] == 3
+
+
+def test_a_metric_with_many_values_says_what_to_return():
+    model = small_net()
+    tr, _ = loaders()
+
+    def per_example(model, batch):
+        loss, _ = train.classification_loss(model, batch)
+        return loss, {"acc": (model(batch[0]).argmax(1) == batch[1]).float()}
+
+    with pytest.raises(ValueError, match=r"metric 'acc' has shape \(32,\).*one number"):
+        fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=per_example,
+            progress=False)
+
+
+# The CUDA-graph self-check, its logic on the CPU.
+def sgd_pair(lr=0.1):
+    import copy
+    torch.manual_seed(0)
+    model = small_net().eval()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    twin, twin_opt = copy.deepcopy((model, opt))
+    return model, opt, twin, twin_opt
+
+
+def sgd_step(model, opt, batch):
+    opt.zero_grad()
+    loss = train.classification_loss(model, batch)[0]
+    loss.backward()
+    opt.step()
+    return {"loss": loss.detach()}
+
+
+def test_graph_self_check_passes_a_replay_that_steps_like_eager():
+    model, opt, twin, twin_opt = sgd_pair()
+    batch = next(iter(loaders()[0]))
+    problem = train._graph_disagrees(lambda: sgd_step(model, opt, batch), lambda: sgd_step(twin, twin_opt, batch),
+                                     model, twin)
+    assert problem is None
+
+
+@pytest.mark.parametrize("wrong", ["no_op", "double"])
+def test_graph_self_check_catches_a_replay_that_steps_wrongly(wrong):
+    model, opt, twin, twin_opt = sgd_pair()
+    batch = next(iter(loaders()[0]))
+    if wrong == "no_op":
+        replay = lambda: {"loss": train.classification_loss(model, batch)[0].detach()}
+    else:
+        replay = lambda: (sgd_step(model, opt, batch), sgd_step(model, opt, batch))[0]
+    problem = train._graph_disagrees(replay, lambda: sgd_step(twin, twin_opt, batch), model, twin)
+    assert problem is not None and "parameter" in problem
+
+
+def test_a_disagreeing_graph_is_dropped_and_training_is_eager(monkeypatch, capsys):
+    def result(graph_ok):
+        torch.manual_seed(0)
+        model = small_net()
+        tr, _ = loaders()
+        fit(model, tr, epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+            progress=False, device="cpu")
+        return [p.detach().clone() for p in model.parameters()]
+
+    eager = result(True)
+
+    def fake_capture(step, batch, model, optimizers):  # a "graph" whose replay does nothing
+        static = train._clone(batch)
+        return (lambda: {"loss": train.classification_loss(model, static)[0].detach()}), static
+
+    monkeypatch.setattr(train, "_graph_blocker", lambda *args, **kwargs: None)
+    monkeypatch.setattr(train, "_capture_cuda_graph", fake_capture)
+    graphed = result(False)
+    assert "cuda_graph: a replayed step differs from the eager step" in capsys.readouterr().out
+    for a, b in zip(eager, graphed):
+        assert torch.equal(a, b)
+
+
+def test_history_columns_keep_their_order():
+    model = small_net()
+    tr, te = loaders()
+    hist = fit(model, tr, te, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    assert hist.keys() == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                           "eval_seconds", "examples_per_s"]
