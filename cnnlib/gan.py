@@ -188,3 +188,22 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
     eig = torch.linalg.eigvals(sigma1 @ sigma2).real.clamp(min=0)
     return ((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * eig.sqrt().sum()).item()
+
+
+def fit_with_snapshots(gan, loader, *, epochs, optimizers, train_step, snapshot, checkpoint, **fit_kwargs):
+    """fit() one epoch at a time, resuming from `checkpoint`, and call snapshot(epoch) after each.
+
+    The run is exactly fit(epochs=epochs) (same batches, same optimiser state); in between, the
+    caller looks at the generator: samples from fixed noise, metrics. Returns
+    (history, [snapshot(1), ..., snapshot(epochs)]). A stale checkpoint file is removed first.
+    """
+    from pathlib import Path
+
+    from .train import fit
+    Path(checkpoint).unlink(missing_ok=True)
+    snaps, history = [], None
+    for epoch in range(1, epochs + 1):
+        history = fit(gan, loader, epochs=epoch, optimizer=optimizers, train_step=train_step,
+                      checkpoint=checkpoint, resume=True, verbose=False, progress=False, **fit_kwargs)
+        snaps.append(snapshot(epoch))
+    return history, snaps

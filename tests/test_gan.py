@@ -136,3 +136,25 @@ def test_one_training_step_updates_both_networks_and_fit_runs_it():
     history = fit(toy, loader, epochs=2, optimizer=opts, train_step=gan.GANStep(toy, *opts),
                   device="cpu", verbose=False, progress=False)
     assert len(history) == 2 and {"train_loss_d", "train_loss_g", "train_d_real"} <= set(history.keys())
+
+
+def _toy_run(seed=0):
+    torch.manual_seed(seed)
+    pair = gan.GAN(dcgan.toy_generator(), dcgan.toy_discriminator())
+    opts = [torch.optim.Adam(pair.generator.parameters(), 1e-3), torch.optim.Adam(pair.discriminator.parameters(), 1e-3)]
+    points = gan.mixture_sample(gan.grid_centers(), 512, 0.05, torch.Generator().manual_seed(seed))
+    loader = data.TensorLoader(points, torch.zeros(512), 128, shuffle=True, drop_last=True, device="cpu")
+    return pair, opts, loader
+
+
+def test_fit_with_snapshots_is_the_same_run_as_fit(tmp_path):
+    pair, opts, loader = _toy_run()
+    fit(pair, loader, epochs=3, optimizer=opts, train_step=gan.GANStep(pair, *opts), device="cpu",
+        verbose=False, progress=False)
+    pair2, opts2, loader2 = _toy_run()
+    history, snaps = gan.fit_with_snapshots(
+        pair2, loader2, epochs=3, optimizers=opts2, train_step=gan.GANStep(pair2, *opts2),
+        snapshot=lambda e: (e, pair2.sample(10)), checkpoint=tmp_path / "toy.pt", device="cpu")
+    assert [e for e, _ in snaps] == [1, 2, 3] and len(history) == 3
+    for a, b in zip(pair.state_dict().values(), pair2.state_dict().values()):
+        assert torch.equal(a, b)
