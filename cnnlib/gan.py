@@ -204,6 +204,7 @@ def fit_with_snapshots(gan, loader, *, epochs, optimizers, train_step, snapshot,
     snaps, history = [], None
     for epoch in range(1, epochs + 1):
         history = fit(gan, loader, epochs=epoch, optimizer=optimizers, train_step=train_step,
-                      checkpoint=checkpoint, resume=True, verbose=False, progress=False, **fit_kwargs)
+                      checkpoint=checkpoint, resume=True, verbose=False, progress=False,
+                      live_plot=False, **fit_kwargs)
         snaps.append(snapshot(epoch))
     return history, snaps
