@@ -8,3 +8,4 @@ from .dlfs import DeepConvNet, deep_convnet
 from .googlenet import GoogLeNet, googlenet, googlenet_loss, googlenet_small, longest_path
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet_cifar
 from .densenet import DenseNet, densenet121, densenet_small
+from .dcgan import Discriminator, Generator, dcgan_discriminator, dcgan_generator, toy_discriminator, toy_generator

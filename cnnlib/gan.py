@@ -1,0 +1,210 @@
+"""Generative adversarial networks: the training step for fit, toy data and their metrics, FID.
+
+    gan = GAN(generator, discriminator)
+    step = GANStep(gan, opt_g, opt_d)
+    history = fit(gan, loader, epochs=5, optimizer=[opt_g, opt_d], train_step=step)
+
+The discriminator D outputs a logit; D(x) = sigmoid(logit) is its probability that x is real.
+One step: D ascends log D(x) + log(1 - D(G(z))), then G descends either the minimax loss
+log(1 - D(G(z))) or the non-saturating one -log D(G(z)) (Goodfellow et al., 2014).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class GAN(nn.Module):
+    """A generator and a discriminator in one module, so fit moves, checkpoints and resumes both."""
+
+    def __init__(self, generator, discriminator):
+        super().__init__()
+        self.generator, self.discriminator = generator, discriminator
+        self.latent_dim = generator.latent_dim
+        self.num_classes = getattr(generator, "num_classes", None)
+
+    def noise(self, n, generator=None):
+        device = next(self.parameters()).device
+        if generator is None:
+            return torch.randn(n, self.latent_dim, device=device)
+        return torch.randn(n, self.latent_dim, generator=generator).to(device)
+
+    @torch.no_grad()
+    def sample(self, n=None, z=None, y=None):
+        """n samples (or one per row of z), in eval mode; y: class labels of a conditional G."""
+        z = self.noise(n) if z is None else z.to(next(self.parameters()).device)
+        was_training = self.generator.training
+        self.generator.eval()
+        x = self.generator(z) if y is None else self.generator(z, y.to(z.device))
+        self.generator.train(was_training)
+        return x
+
+
+def _call(net, x, y):
+    return net(x) if y is None else net(x, y)
+
+
+class GANStep:
+    """One GAN training step, a train_step for fit: k discriminator updates, then one of G.
+
+    generator_loss: "non_saturating" (-log D(G(z)), the default) or "minimax" (log(1 - D(G(z)))).
+    d_steps: discriminator updates per generator update.
+    instance_noise: std of Gaussian noise added to both real and fake inputs of D.
+    Batches are (x, y): y is ignored unless the GAN is conditional; image batches are expected
+    in [-1, 1] (the generator's tanh range): pass `scale_images=True` to map [0, 1] to it.
+    """
+
+    def __init__(self, gan, opt_g, opt_d, *, generator_loss="non_saturating", d_steps=1,
+                 instance_noise=0.0, scale_images=False):
+        if generator_loss not in ("non_saturating", "minimax"):
+            raise ValueError(f"generator_loss must be 'non_saturating' or 'minimax', got {generator_loss!r}")
+        self.gan, self.opt_g, self.opt_d = gan, opt_g, opt_d
+        self.generator_loss, self.d_steps = generator_loss, d_steps
+        self.instance_noise, self.scale_images = instance_noise, scale_images
+
+    def _noisy(self, x):
+        return x + self.instance_noise * torch.randn_like(x) if self.instance_noise else x
+
+    def __call__(self, batch):
+        real, y = batch
+        if self.scale_images:
+            real = real * 2 - 1
+        y = y if self.gan.num_classes else None
+        G, D = self.gan.generator, self.gan.discriminator
+        n = len(real)
+        for _ in range(self.d_steps):
+            fake = _call(G, self.gan.noise(n), y)
+            logit_real = _call(D, self._noisy(real), y)
+            logit_fake = _call(D, self._noisy(fake.detach()), y)
+            loss_d = discriminator_loss(logit_real, logit_fake)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        logit_fake = _call(D, self._noisy(fake), y)
+        loss_g = generator_loss(logit_fake, self.generator_loss)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+                "d_real": torch.sigmoid(logit_real).mean().detach(),  # D's belief, before its update
+                "d_fake": torch.sigmoid(logit_fake).mean().detach()}  # after it: what G trained on
+
+
+def discriminator_loss(logit_real, logit_fake):
+    """-[log D(x) + log(1 - D(G(z)))], averaged: binary cross-entropy with real = 1, fake = 0."""
+    return (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
+            + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
+
+
+def generator_loss(logit_fake, kind="non_saturating"):
+    """Minimax: mean log(1 - D(G(z))) (G minimises it). Non-saturating: mean -log D(G(z))."""
+    if kind == "minimax":
+        return -F.softplus(logit_fake).mean()  # log(1 - sigmoid(l)) = -softplus(l)
+    return F.softplus(-logit_fake).mean()      # -log sigmoid(l) = softplus(-l)
+
+
+def optimal_discriminator(p_data, p_g):
+    """D*(x) = p_data(x) / (p_data(x) + p_g(x)): the best D against a fixed generator."""
+    return p_data / (p_data + p_g)
+
+
+def bce_loss(model, batch):
+    """Binary cross-entropy of a batch (x, y) with y in {0, 1}: a loss_fn for fit (D alone)."""
+    x, y = batch
+    logits = model(x)
+    loss = F.binary_cross_entropy_with_logits(logits, y.float())
+    return loss, {"acc": ((logits > 0) == (y > 0.5)).float().mean()}
+
+
+# ---- 2-D toy distributions and their metrics -------------------------------------------------
+
+def ring_centers(modes=8, radius=2.0):
+    angles = torch.arange(modes) * (2 * math.pi / modes)
+    return radius * torch.stack([angles.cos(), angles.sin()], dim=1)
+
+
+def grid_centers(side=5, spacing=2.0):
+    ticks = (torch.arange(side) - (side - 1) / 2) * spacing
+    return torch.cartesian_prod(ticks, ticks)
+
+
+def mixture_sample(centers, n, std, generator=None):
+    """n points from an equal mixture of Gaussians of the given std around `centers`."""
+    which = torch.randint(len(centers), (n,), generator=generator)
+    return centers[which] + std * torch.randn(n, 2, generator=generator)
+
+
+def toy_metrics(samples, centers, std, *, within=3.0, min_share=0.25):
+    """The usual toy-GAN scores (as in VEEGAN and unrolled GANs).
+
+    high_quality: the share of samples within `within` std of their nearest center.
+    modes: how many centers received at least `min_share` of their fair share (n / modes) of
+    high-quality samples.
+    """
+    samples, centers = samples.detach().float().cpu(), centers.float()
+    dist, nearest = torch.cdist(samples, centers).min(dim=1)
+    good = dist <= within * std
+    counts = torch.bincount(nearest[good], minlength=len(centers))
+    fair = len(samples) / len(centers)
+    return {"modes": int((counts >= min_share * fair).sum()), "high_quality": good.float().mean().item()}
+
+
+# ---- Frechet distance on a classifier's features ----------------------------------------------
+
+class Features(nn.Module):
+    """A classifier's penultimate activations, as the feature extractor of torchmetrics' FID.
+
+    `body` maps images (in [0, 1]) to feature vectors, e.g. all layers of a classifier but the last.
+    """
+
+    def __init__(self, body, num_features):
+        super().__init__()
+        self.body, self.num_features = body.eval(), num_features
+
+    def forward(self, x):
+        return self.body(x.float()).flatten(1)
+
+
+def frechet_score(features, real, fake, batch_size=500):
+    """FID between two sets of images in [0, 1], on `features` (a Features module)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    fid = FrechetInceptionDistance(feature=features, normalize=True)
+    device = next(features.parameters()).device
+    fid.to(device)
+    with torch.no_grad():
+        for images, is_real in ((real, True), (fake, False)):
+            for chunk in images.split(batch_size):
+                fid.update(chunk.to(device), real=is_real)
+    return fid.compute().item()
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), from scratch (float64).
+
+    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, which are real
+    and non-negative for covariance matrices (S1 S2 is similar to S1^(1/2) S2 S1^(1/2)).
+    """
+    mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
+    eig = torch.linalg.eigvals(sigma1 @ sigma2).real.clamp(min=0)
+    return ((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * eig.sqrt().sum()).item()
+
+
+def fit_with_snapshots(gan, loader, *, epochs, optimizers, train_step, snapshot, checkpoint, **fit_kwargs):
+    """fit() one epoch at a time, resuming from `checkpoint`, and call snapshot(epoch) after each.
+
+    The run is exactly fit(epochs=epochs) (same batches, same optimiser state); in between, the
+    caller looks at the generator: samples from fixed noise, metrics. Returns
+    (history, [snapshot(1), ..., snapshot(epochs)]). A stale checkpoint file is removed first.
+    """
+    from pathlib import Path
+
+    from .train import fit
+    Path(checkpoint).unlink(missing_ok=True)
+    snaps, history = [], None
+    for epoch in range(1, epochs + 1):
+        history = fit(gan, loader, epochs=epoch, optimizer=optimizers, train_step=train_step,
+                      checkpoint=checkpoint, resume=True, verbose=False, progress=False,
+                      live_plot=False, **fit_kwargs)
+        snaps.append(snapshot(epoch))
+    return history, snaps

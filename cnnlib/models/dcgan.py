@@ -1,0 +1,138 @@
+"""GAN generators and discriminators: DCGAN (Radford et al., 2016) for 28x28 images, and MLPs
+for 2-D toy distributions.
+
+DCGAN's guidelines, each visible below:
+- no pooling: the discriminator downsamples with strided convolutions, the generator upsamples
+  with strided transposed convolutions;
+- batch norm in both networks, except the generator's output and the discriminator's input layer;
+- ReLU in the generator (tanh at its output, so images live in [-1, 1]), LeakyReLU(0.2) in the
+  discriminator;
+- no hidden fully connected layers: the generator's first layer is one linear projection of z to
+  a small stack of maps, the discriminator's last layer one linear read-out of its last maps;
+- weights drawn from N(0, 0.02).
+
+The paper works at 64x64 with four stride-2 layers; 28x28 takes two (7 -> 14 -> 28).
+A conditional variant (Mirza & Osindero, 2014) takes a class label: the generator reads
+[z, embedding(y)], the discriminator reads the image with y as one-hot constant planes.
+
+- dcgan_generator(), dcgan_discriminator(): 28x28 images, optionally conditional.
+- toy_generator(), toy_discriminator(): MLPs for 2-D points; minibatch_std=True gives the
+  discriminator the spread of the batch as one more feature (a remedy for mode collapse).
+"""
+import torch
+import torch.nn as nn
+
+from ._checks import check_input
+
+
+class Generator(nn.Module):
+    def __init__(self, latent_dim=64, width=32, out_channels=1, num_classes=None):
+        super().__init__()
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.embed = nn.Embedding(num_classes, num_classes) if num_classes else None
+        in_dim = latent_dim + (num_classes or 0)
+        self.project = nn.Sequential(  # z -> 2w maps of 7x7
+            nn.Linear(in_dim, 2 * width * 7 * 7, bias=False),
+            nn.Unflatten(1, (2 * width, 7, 7)), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        )
+        self.upsample = nn.Sequential(  # 7 -> 14 -> 28, no pooling, no unpooling
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, out_channels, 4, stride=2, padding=1), nn.Tanh(),
+        )
+
+    def forward(self, z, y=None):
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"the generator expects noise of shape (N, {self.latent_dim}), got {tuple(z.shape)}")
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("a conditional generator needs class labels y")
+            z = torch.cat([z, self.embed(y)], dim=1)
+        return self.upsample(self.project(z))
+
+
+class Discriminator(nn.Module):
+    """Returns one logit per image: D(x) = sigmoid(logit) is the probability that x is real."""
+
+    def __init__(self, width=32, in_channels=1, num_classes=None):
+        super().__init__()
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.features = nn.Sequential(  # 28 -> 14 -> 7 by strided convolutions
+            nn.Conv2d(in_channels + (num_classes or 0), width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),  # no batch norm on the input layer
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+        )
+        self.read_out = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))
+
+    def forward(self, x, y=None):
+        check_input(x, model="the DCGAN discriminator", channels=self.in_channels, size=28)
+        if self.num_classes:
+            if y is None:
+                raise ValueError("a conditional discriminator needs class labels y")
+            planes = nn.functional.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
+            x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)
+        return self.read_out(self.features(x)).squeeze(1)
+
+
+def dcgan_init(model):
+    """DCGAN's initialisation: conv and linear weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def dcgan_generator(latent_dim=64, width=32, out_channels=1, num_classes=None):
+    return dcgan_init(Generator(latent_dim, width, out_channels, num_classes))
+
+
+def dcgan_discriminator(width=32, in_channels=1, num_classes=None):
+    return dcgan_init(Discriminator(width, in_channels, num_classes))
+
+
+class MinibatchStd(nn.Module):
+    """Append the batch's mean standard deviation of the features as one more feature.
+
+    A generator that puts every sample in one place gives batches with almost no spread, which
+    real batches never have: the discriminator can now see that, and punish it.
+    """
+
+    def forward(self, h):
+        spread = h.std(dim=0, unbiased=False).mean().expand(len(h), 1)
+        return torch.cat([h, spread], dim=1)
+
+
+def _mlp(sizes, activation):
+    layers = []
+    for a, b in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(a, b), activation()]
+    return layers + [nn.Linear(sizes[-2], sizes[-1])]
+
+
+class ToyDiscriminator(nn.Module):
+    def __init__(self, hidden=128, depth=3, minibatch_std=False):
+        super().__init__()
+        self.body = nn.Sequential(*_mlp([2] + [hidden] * depth, nn.LeakyReLU), nn.LeakyReLU())
+        self.minibatch_std = MinibatchStd() if minibatch_std else nn.Identity()
+        self.head = nn.Linear(hidden + int(minibatch_std), 1)
+
+    def forward(self, x):
+        return self.head(self.minibatch_std(self.body(x))).squeeze(1)
+
+
+def toy_generator(latent_dim=2, hidden=128, depth=3):
+    """An MLP from `latent_dim`-D Gaussian noise to 2-D points."""
+    g = nn.Sequential(*_mlp([latent_dim] + [hidden] * depth + [2], nn.ReLU))
+    g.latent_dim = latent_dim
+    return g
+
+
+def toy_discriminator(hidden=128, depth=3, minibatch_std=False):
+    """An MLP from 2-D points to one logit (`minibatch_std`: see MinibatchStd)."""
+    return ToyDiscriminator(hidden, depth, minibatch_std)

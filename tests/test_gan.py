@@ -1,0 +1,160 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from cnnlib import data, fit, gan
+from cnnlib.models import dcgan
+
+
+def test_generator_and_discriminator_shapes():
+    torch.manual_seed(0)
+    G, D = dcgan.dcgan_generator(latent_dim=16, width=8), dcgan.dcgan_discriminator(width=8)
+    x = G(torch.randn(5, 16))
+    assert x.shape == (5, 1, 28, 28)
+    assert x.min() >= -1 and x.max() <= 1  # tanh output
+    assert D(x).shape == (5,)
+    with pytest.raises(ValueError, match="28x28"):
+        D(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="noise of shape"):
+        G(torch.zeros(2, 15))
+
+
+def test_dcgan_guidelines_no_pooling_and_batch_norm_where_due():
+    G, D = dcgan.dcgan_generator(width=8), dcgan.dcgan_discriminator(width=8)
+    kinds = {type(m) for m in [*G.modules(), *D.modules()]}
+    assert not kinds & {nn.MaxPool2d, nn.AvgPool2d}
+    assert isinstance(G.upsample[-1], nn.Tanh)
+    assert isinstance(D.features[1], nn.LeakyReLU)  # no batch norm on D's input layer
+    assert abs(D.features[0].weight.std().item() - 0.02) < 0.005
+
+
+def test_conditional_variant_uses_the_label():
+    torch.manual_seed(0)
+    G = dcgan.dcgan_generator(latent_dim=16, width=8, num_classes=10).eval()
+    D = dcgan.dcgan_discriminator(width=8, num_classes=10)
+    z = torch.randn(4, 16)
+    a, b = G(z, torch.zeros(4, dtype=torch.long)), G(z, torch.full((4,), 3))
+    assert a.shape == (4, 1, 28, 28) and not torch.allclose(a, b)
+    assert D(a, torch.zeros(4, dtype=torch.long)).shape == (4,)
+    with pytest.raises(ValueError, match="labels"):
+        G(z)
+
+
+def test_toy_networks_shapes():
+    G, D = dcgan.toy_generator(latent_dim=2), dcgan.toy_discriminator(minibatch_std=True)
+    assert G(torch.randn(7, 2)).shape == (7, 2)
+    assert D(torch.randn(7, 2)).shape == (7,)
+
+
+def test_losses_match_their_formulas():
+    logits = torch.tensor([-2.0, 0.3, 1.5])
+    d = torch.sigmoid(logits)
+    assert torch.allclose(gan.generator_loss(logits, "minimax"), torch.log(1 - d).mean())
+    assert torch.allclose(gan.generator_loss(logits), -torch.log(d).mean())
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-1.0, 0.2])
+    want = -(torch.log(torch.sigmoid(real)).mean() + torch.log(1 - torch.sigmoid(fake)).mean())
+    assert torch.allclose(gan.discriminator_loss(real, fake), want)
+
+
+def _normal_pdf(x, mean, std):
+    return torch.exp(-0.5 * ((x - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+
+
+def test_trained_discriminator_approaches_the_optimal_one():
+    """Train D alone (through fit) to tell N(0, 1) from N(1.5, 0.8^2): D -> p_data / (p_data + p_g)."""
+    torch.manual_seed(0)
+    n = 32768
+    x = torch.cat([torch.randn(n, 1), 1.5 + 0.8 * torch.randn(n, 1)])
+    y = torch.cat([torch.ones(n), torch.zeros(n)])
+    loader = data.TensorLoader(x, y, 1024, shuffle=True, drop_last=True, device="cpu")
+    D = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1), nn.Flatten(0))
+    fit(D, loader, epochs=6, optimizer=torch.optim.Adam(D.parameters(), 3e-3), loss_fn=gan.bce_loss,
+        device="cpu", verbose=False, progress=False)
+    grid = torch.linspace(-1.5, 2.5, 41)
+    with torch.no_grad():
+        learned = torch.sigmoid(D(grid[:, None]))
+    best = gan.optimal_discriminator(_normal_pdf(grid, 0, 1), _normal_pdf(grid, 1.5, 0.8))
+    assert (learned - best).abs().max() < 0.05
+
+
+def test_toy_metrics_on_constructed_samples():
+    centers = gan.ring_centers(8)
+    assert torch.allclose(centers.norm(dim=1), torch.full((8,), 2.0))
+    assert gan.grid_centers(5).shape == (25, 2)
+    on_one = centers[[0]].repeat(400, 1)
+    assert gan.toy_metrics(on_one, centers, 0.02) == {"modes": 1, "high_quality": 1.0}
+    everywhere = gan.mixture_sample(centers, 4000, 0.02, torch.Generator().manual_seed(0))
+    m = gan.toy_metrics(everywhere, centers, 0.02)
+    assert m["modes"] == 8 and 0.99 < m["high_quality"] <= 1.0  # 3 std holds 98.9% of a 2-D Gaussian
+    half_off = torch.cat([centers.repeat(50, 1), torch.zeros(400, 2)])  # the origin is 2 away from all
+    assert gan.toy_metrics(half_off, centers, 0.02) == {"modes": 8, "high_quality": 0.5}
+
+
+def _blobs(n, seed):
+    """Images in [0, 1]: a bright disc at a random place, some noise."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    cy, cx = (8 + 12 * torch.rand(2, n, 1, 1, generator=g))
+    disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < 25).float()
+    return (0.9 * disc + 0.1 * torch.rand(n, 28, 28, generator=g)).unsqueeze(1)
+
+
+def test_frechet_score_sanity_and_from_scratch():
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(1, 8, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    features = gan.Features(body, num_features=32)
+    real_a, real_b = _blobs(1000, 1), _blobs(1000, 2)
+    noise = torch.rand(1000, 1, 28, 28)
+    same = gan.frechet_score(features, real_a, real_b)
+    different = gan.frechet_score(features, real_a, noise)
+    assert 0 <= same < 0.05 * different
+    with torch.no_grad():
+        fa, fb = features(real_a).double(), features(noise).double()
+    ours = gan.frechet_distance(fa.mean(0), fa.T.cov(), fb.mean(0), fb.T.cov())
+    assert ours == pytest.approx(different, rel=1e-6)
+
+
+def test_one_training_step_updates_both_networks_and_fit_runs_it():
+    torch.manual_seed(0)
+    pair = gan.GAN(dcgan.dcgan_generator(latent_dim=16, width=8), dcgan.dcgan_discriminator(width=8))
+    opt_g = torch.optim.Adam(pair.generator.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(pair.discriminator.parameters(), 2e-4, betas=(0.5, 0.999))
+    step = gan.GANStep(pair, opt_g, opt_d, scale_images=True)
+    before = {k: v.clone() for k, v in pair.state_dict().items()}
+    out = step((torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)))
+    assert set(out) == {"loss_d", "loss_g", "d_real", "d_fake"}
+    assert all(torch.isfinite(v) for v in out.values())
+    for name in ("generator.project.0.weight", "discriminator.features.0.weight"):
+        assert not torch.equal(before[name], pair.state_dict()[name])
+
+    toy = gan.GAN(dcgan.toy_generator(), dcgan.toy_discriminator())
+    opts = [torch.optim.Adam(toy.generator.parameters(), 1e-3), torch.optim.Adam(toy.discriminator.parameters(), 1e-3)]
+    points = gan.mixture_sample(gan.ring_centers(), 512, 0.02)
+    loader = data.TensorLoader(points, torch.zeros(512), 128, shuffle=True, drop_last=True, device="cpu")
+    history = fit(toy, loader, epochs=2, optimizer=opts, train_step=gan.GANStep(toy, *opts),
+                  device="cpu", verbose=False, progress=False)
+    assert len(history) == 2 and {"train_loss_d", "train_loss_g", "train_d_real"} <= set(history.keys())
+
+
+def _toy_run(seed=0):
+    torch.manual_seed(seed)
+    pair = gan.GAN(dcgan.toy_generator(), dcgan.toy_discriminator())
+    opts = [torch.optim.Adam(pair.generator.parameters(), 1e-3), torch.optim.Adam(pair.discriminator.parameters(), 1e-3)]
+    points = gan.mixture_sample(gan.grid_centers(), 512, 0.05, torch.Generator().manual_seed(seed))
+    loader = data.TensorLoader(points, torch.zeros(512), 128, shuffle=True, drop_last=True, device="cpu")
+    return pair, opts, loader
+
+
+def test_fit_with_snapshots_is_the_same_run_as_fit(tmp_path):
+    pair, opts, loader = _toy_run()
+    fit(pair, loader, epochs=3, optimizer=opts, train_step=gan.GANStep(pair, *opts), device="cpu",
+        verbose=False, progress=False)
+    pair2, opts2, loader2 = _toy_run()
+    history, snaps = gan.fit_with_snapshots(
+        pair2, loader2, epochs=3, optimizers=opts2, train_step=gan.GANStep(pair2, *opts2),
+        snapshot=lambda e: (e, pair2.sample(10)), checkpoint=tmp_path / "toy.pt", device="cpu")
+    assert [e for e, _ in snaps] == [1, 2, 3] and len(history) == 3
+    for a, b in zip(pair.state_dict().values(), pair2.state_dict().values()):
+        assert torch.equal(a, b)
