@@ -190,21 +190,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return ((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * eig.sqrt().sum()).item()
 
 
-def fit_with_snapshots(gan, loader, *, epochs, optimizers, train_step, snapshot, checkpoint, **fit_kwargs):
-    """fit() one epoch at a time, resuming from `checkpoint`, and call snapshot(epoch) after each.
+def fit_with_snapshots(gan, loader, *, epochs, optimizers, train_step, snapshot, **fit_kwargs):
+    """fit(), calling snapshot(epoch) after each epoch; returns (history, [snapshot(1), ...]).
 
-    The run is exactly fit(epochs=epochs) (same batches, same optimiser state); in between, the
-    caller looks at the generator: samples from fixed noise, metrics. Returns
-    (history, [snapshot(1), ..., snapshot(epochs)]). A stale checkpoint file is removed first.
+    The caller looks at the generator between epochs (samples from fixed noise, metrics);
+    fit's on_epoch_end undoes the random draws of looking, so the run is exactly fit's.
     """
-    from pathlib import Path
-
     from .train import fit
-    Path(checkpoint).unlink(missing_ok=True)
-    snaps, history = [], None
-    for epoch in range(1, epochs + 1):
-        history = fit(gan, loader, epochs=epoch, optimizer=optimizers, train_step=train_step,
-                      checkpoint=checkpoint, resume=True, verbose=False, progress=False,
-                      live_plot=False, **fit_kwargs)
-        snaps.append(snapshot(epoch))
+    for quiet in ("verbose", "progress", "live_plot"):  # the snapshots are the display
+        fit_kwargs.setdefault(quiet, False)
+    snaps = []
+    history = fit(gan, loader, epochs=epochs, optimizer=optimizers, train_step=train_step,
+                  on_epoch_end=lambda epoch, _: snaps.append(snapshot(epoch)), **fit_kwargs)
     return history, snaps

@@ -218,7 +218,7 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
         device=None, amp=True, channels_last=None, compile=False, cuda_graph="auto",
         clip_grad_norm=None, checkpoint=None, resume=False, early_stopping=None,
         monitor="val_loss", restore_best=True, progress=None, live_plot=None,
-        check_every=50, verbose=True, mode=None):
+        check_every=50, verbose=True, mode=None, on_epoch_end=None):
     """Train `model` for `epochs` epochs; returns its History (one row per epoch).
 
     train_loader / val_loader: any iterable of batches (a cnnlib loader, a torch DataLoader, a list).
@@ -238,6 +238,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
         restore_best puts the best epoch's weights back.
     check_every: steps between checks for a non-finite loss (each is one host sync).
     verbose: print one line per epoch (in a notebook the live display shows it instead).
+    on_epoch_end(epoch, history): called after each epoch (1, 2, ...) to look at the model:
+        samples, plots. Its random draws are undone, so looking never changes the run.
 
     Under torchrun, fit trains with DistributedDataParallel: each rank takes its share of every
     epoch (give the loaders the per-rank batch size, global batch / world size), metrics are
@@ -347,6 +349,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
                               extra={"early_stopping": stopper.state_dict() if stopper else None})
                     saved_epoch = epoch + 1
             bar.end_epoch(history)
+            if on_epoch_end is not None:
+                _look(on_epoch_end, epoch + 1, history)
             if stop:
                 if verbose and rank == 0:
                     print(f"early stopping: no better {monitor} for {stopper.patience} epochs "
@@ -364,6 +368,15 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     if stopper:
         stopper.restore(_unwrap(model))
     return history
+
+
+def _look(callback, epoch, history):
+    """Call callback(epoch, history) with every random number generator put back afterwards."""
+    state = ckpt.rng_state()
+    try:
+        callback(epoch, history)
+    finally:
+        ckpt.set_rng_state(state)
 
 
 def _eager_step(net, optimizers, *, loss_fn, train_step, device, amp_dtype, scaler, clip_grad_norm,
