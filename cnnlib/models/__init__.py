@@ -5,3 +5,4 @@ from .alexnet import AlexNet, alexnet, alexnet_paper
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from .nin import NiN, nin, nin_cifar
 from .dlfs import DeepConvNet, deep_convnet
+from . import fcn, yolo
