@@ -227,3 +227,39 @@ def loaders(batch_size=64, *, train_size=4000, test_size=500, source="MNIST", de
         test = make_scenes(test_size, source, False, seed=seed + 1, **scene_kwargs)
     return (SceneLoader(train, batch_size, shuffle=True, drop_last=True, device=device, seed=seed),
             SceneLoader(test, max(batch_size, eval_batch_size), device=device, seed=seed))
+
+
+# ---- drawing --------------------------------------------------------------------------------
+
+def draw(ax, image, boxes=(), labels=None, scores=None, classes=None, color="lime", mask=None,
+         num_classes=None, title=None):
+    """Show one image (C, H, W) on a matplotlib axis with boxes (corner format) and their
+    labels / scores, and optionally a mask (H, W) overlaid in colour (0 transparent)."""
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    image = image.detach().cpu().float()
+    image = image / 255 if image.max() > 1 else image
+    ax.imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+    if mask is not None:
+        mask = mask.detach().cpu()
+        shown = torch.where(mask == IGNORE, 0, mask).float()
+        shown = np.ma.masked_where(shown.numpy() == 0, shown.numpy())
+        ax.imshow(shown, cmap="tab20", vmin=0, vmax=max(num_classes or int(mask.max()), 20), alpha=0.55,
+                  interpolation="nearest")
+    for k, box in enumerate(torch.as_tensor(boxes).detach().cpu().tolist()):
+        x1, y1, x2, y2 = box
+        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, lw=1.3))
+        text = ""
+        if labels is not None:
+            c = int(labels[k])
+            text = classes[c] if classes else str(c)
+        if scores is not None:
+            text += f" {float(scores[k]):.2f}"
+        if text:
+            ax.text(x1, y1, text.strip(), color="black", fontsize=7, va="bottom",
+                    bbox=dict(facecolor=color, alpha=0.8, pad=0.5, edgecolor="none"))
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
