@@ -8,8 +8,9 @@ brings the map back to the image's size with learned upsampling (transposed conv
 started as bilinear interpolation) and adds finer maps from earlier layers (skip
 connections: FCN-32s has none, FCN-16s one, FCN-8s two).
 
-- fcn_scenes(): a small FCN of stride 8 for the 96 x 96 scenes of cnnlib.scenes, with two
-  skips (from stride 4 and stride 2) or none, and upsampling by transposed convolution or by
+- fcn_scenes(): a small FCN of stride 8 for the 96 x 96 scenes of cnnlib.scenes, with skips
+  from strides 4, 2 and 1 (FCN-8s stops at stride 8 on its stride-32 VGG; thin digit strokes
+  need the full resolution) or none, and upsampling by transposed convolution or by
   resize-then-convolve (bilinear resize, then a 3x3 convolution: no checkerboard artefacts).
 """
 import torch
@@ -66,13 +67,15 @@ class FCN(nn.Module):
         super().__init__()
         w = width
         self.skips = skips
-        self.stage1 = nn.Sequential(_block(in_channels, w, 1), nn.MaxPool2d(2))       # stride 2
-        self.stage2 = nn.Sequential(_block(w, 2 * w), nn.MaxPool2d(2))               # stride 4
-        self.stage3 = nn.Sequential(_block(2 * w, 4 * w), nn.MaxPool2d(2),           # stride 8
-                                    _block(4 * w, 8 * w, 1))
+        self.stage1 = _block(in_channels, w, 1)                                          # stride 1
+        self.stage2 = nn.Sequential(nn.MaxPool2d(2), _block(w, 2 * w))                   # stride 2
+        self.stage4 = nn.Sequential(nn.MaxPool2d(2), _block(2 * w, 4 * w))               # stride 4
+        self.stage8 = nn.Sequential(nn.MaxPool2d(2), _block(4 * w, 8 * w))               # stride 8
         self.score8 = nn.Conv2d(8 * w, num_classes, 1)
-        if skips:  # FCN-8s: score, upsample x2, add the finer layer's score; twice; then x2
-            self.score4, self.score2 = nn.Conv2d(2 * w, num_classes, 1), nn.Conv2d(w, num_classes, 1)
+        if skips:  # as FCN-8s, one level further: score, upsample x2, add the finer layer's score
+            self.score4 = nn.Conv2d(4 * w, num_classes, 1)
+            self.score2 = nn.Conv2d(2 * w, num_classes, 1)
+            self.score1 = nn.Conv2d(w, num_classes, 1)
             self.up8to4, self.up4to2 = upsample(num_classes, 2, mode), upsample(num_classes, 2, mode)
             self.up2to1 = upsample(num_classes, 2, mode)
         else:      # FCN-32s style: one x8 upsampling of the coarse score map
@@ -80,14 +83,15 @@ class FCN(nn.Module):
 
     def forward(self, x):
         """(N, C, H, W) with H, W multiples of 8 -> class scores (N, num_classes, H, W)."""
-        f2 = self.stage1(x)
-        f4 = self.stage2(f2)
-        score = self.score8(self.stage3(f4))
+        f1 = self.stage1(x)
+        f2 = self.stage2(f1)
+        f4 = self.stage4(f2)
+        score = self.score8(self.stage8(f4))
         if not self.skips:
             return self.up8to1(score)
         score = self.up8to4(score) + self.score4(f4)
         score = self.up4to2(score) + self.score2(f2)
-        return self.up2to1(score)
+        return self.up2to1(score) + self.score1(f1)
 
 
 def fcn_scenes(num_classes=11, in_channels=1, width=16, skips=True, mode="transposed"):
