@@ -113,3 +113,16 @@ def test_voc_layout_reader(tmp_path, monkeypatch):
 def test_voc_missing_says_where(tmp_path):
     with pytest.raises(data.DatasetNotFoundError, match="VOC"):
         scenes.voc_scenes(tmp_path, download=False)
+
+
+def test_some_objects_overlap_and_sizes_vary(small):
+    from cnnlib import boxes
+    overlapping = 0
+    for i in range(len(small)):
+        b = small.target(i)["boxes"]
+        iou = boxes.box_iou(b, b).fill_diagonal_(0)
+        overlapping += int((iou > 0).any())
+    assert overlapping >= 2
+    real = small.boxes[small.labels >= 0]
+    heights = real[:, 3] - real[:, 1]
+    assert heights.min() < 20 and heights.max() > 26  # a 20-40 px square holds a digit about 0.7 as tall
