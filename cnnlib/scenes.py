@@ -105,7 +105,7 @@ def _compose(sources, source_labels, size, count, scale, max_overlap, border, g)
             labels.append(int(source_labels[i]))
             break
     # an object partly hidden by a later one keeps only its visible pixels in the mask; its box
-    # stays the box of its whole glyph (as a person would draw it)
+    # stays the box of all its ink on the canvas (as a person would draw it around the digit)
     return canvas, boxes, labels, mask
 
 
