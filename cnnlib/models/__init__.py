@@ -9,3 +9,4 @@ from .googlenet import GoogLeNet, googlenet, googlenet_loss, googlenet_small, lo
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet_cifar
 from .densenet import DenseNet, densenet121, densenet_small
 from .dcgan import Discriminator, Generator, dcgan_discriminator, dcgan_generator, toy_discriminator, toy_generator
+from . import fcn, yolo

@@ -1,0 +1,109 @@
+"""Fully convolutional networks for semantic segmentation (Long, Shelhamer and Darrell, 2015).
+
+A classifier's dense layers are convolutions in disguise (``convolutionalize``): a dense layer
+on a C x k x k feature map is a k x k convolution with C input and `out` output channels, the
+same weights. Without the dense layers' fixed input size, the network takes any image and
+answers with a map of class scores, coarser than the image by the backbone's stride. FCN
+brings the map back to the image's size with learned upsampling (transposed convolutions,
+started as bilinear interpolation) and adds finer maps from earlier layers (skip
+connections: FCN-32s has none, FCN-16s one, FCN-8s two).
+
+- fcn_scenes(): a small FCN of stride 8 for the 96 x 96 scenes of cnnlib.scenes, with skips
+  from strides 4, 2 and 1 (FCN-8s stops at stride 8 on its stride-32 VGG; thin digit strokes
+  need the full resolution) or none, and upsampling by transposed convolution or by
+  resize-then-convolve (bilinear resize, then a 3x3 convolution: no checkerboard artefacts).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def convolutionalize(linear, in_channels, kernel_size):
+    """The k x k convolution that computes `linear` on a (in_channels, k, k) map, same weights."""
+    conv = nn.Conv2d(in_channels, linear.out_features, kernel_size, bias=linear.bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.view(linear.out_features, in_channels, kernel_size, kernel_size))
+        if linear.bias is not None:
+            conv.bias.copy_(linear.bias)
+    return conv
+
+
+def bilinear_kernel(channels, kernel_size):
+    """Weights that make ConvTranspose2d(channels, channels, kernel_size, stride=kernel_size // 2)
+    a bilinear interpolation, channel by channel (FCN's starting point for its upsampling)."""
+    factor = (kernel_size + 1) // 2
+    centre = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+    og = torch.arange(kernel_size, dtype=torch.float32)
+    filt = 1 - (og - centre).abs() / factor
+    weight = torch.zeros(channels, channels, kernel_size, kernel_size)
+    weight[range(channels), range(channels)] = filt[:, None] * filt[None, :]
+    return weight
+
+
+def upsample(channels, factor, mode="transposed"):
+    """x factor upsampling: a transposed convolution (kernel 2 * factor, stride factor, padding
+    factor / 2, started bilinear) or a bilinear resize followed by a 3x3 convolution."""
+    if mode == "transposed":
+        up = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False)
+        with torch.no_grad():
+            up.weight.copy_(bilinear_kernel(channels, 2 * factor))
+        return up
+    if mode == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=factor, mode="bilinear", align_corners=False),
+                             nn.Conv2d(channels, channels, 3, padding=1))
+    raise ValueError(f"upsampling mode must be 'transposed' or 'resize', got {mode!r}")
+
+
+def _block(c_in, c_out, convs=2):
+    layers = []
+    for i in range(convs):
+        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class FCN(nn.Module):
+    def __init__(self, num_classes, in_channels=1, width=16, skips=True, mode="transposed"):
+        super().__init__()
+        w = width
+        self.skips = skips
+        self.stage1 = _block(in_channels, w, 1)                                          # stride 1
+        self.stage2 = nn.Sequential(nn.MaxPool2d(2), _block(w, 2 * w))                   # stride 2
+        self.stage4 = nn.Sequential(nn.MaxPool2d(2), _block(2 * w, 4 * w))               # stride 4
+        self.stage8 = nn.Sequential(nn.MaxPool2d(2), _block(4 * w, 8 * w))               # stride 8
+        self.score8 = nn.Conv2d(8 * w, num_classes, 1)
+        if skips:  # as FCN-8s, one level further: score, upsample x2, add the finer layer's score
+            self.score4 = nn.Conv2d(4 * w, num_classes, 1)
+            self.score2 = nn.Conv2d(2 * w, num_classes, 1)
+            self.score1 = nn.Conv2d(w, num_classes, 1)
+            self.up8to4, self.up4to2 = upsample(num_classes, 2, mode), upsample(num_classes, 2, mode)
+            self.up2to1 = upsample(num_classes, 2, mode)
+        else:      # FCN-32s style: one x8 upsampling of the coarse score map
+            self.up8to1 = upsample(num_classes, 8, mode)
+
+    def forward(self, x):
+        """(N, C, H, W) with H, W multiples of 8 -> class scores (N, num_classes, H, W)."""
+        f1 = self.stage1(x)
+        f2 = self.stage2(f1)
+        f4 = self.stage4(f2)
+        score = self.score8(self.stage8(f4))
+        if not self.skips:
+            return self.up8to1(score)
+        score = self.up8to4(score) + self.score4(f4)
+        score = self.up4to2(score) + self.score2(f2)
+        return self.up2to1(score) + self.score1(f1)
+
+
+def fcn_scenes(num_classes=11, in_channels=1, width=16, skips=True, mode="transposed"):
+    return FCN(num_classes, in_channels, width, skips, mode)
+
+
+def segmentation_loss(model, batch, ignore_index=255):
+    """Pixel-wise cross-entropy and pixel accuracy of a batch (images, {"masks": ...})."""
+    x, target = batch
+    masks = target["masks"] if isinstance(target, dict) else target
+    logits = model(x)
+    loss = F.cross_entropy(logits.float(), masks, ignore_index=ignore_index)
+    valid = masks != ignore_index
+    acc = (logits.argmax(1) == masks)[valid].float().mean()
+    return loss, {"pixel_acc": acc}

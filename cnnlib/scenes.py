@@ -1,0 +1,265 @@
+"""Detection and segmentation scenes composed from MNIST-style images, and PASCAL VOC.
+
+No detection data set can be downloaded everywhere, so ``make_scenes`` pastes real MNIST or
+Fashion-MNIST images onto a blank canvas: a few objects per scene at random scales and
+positions, some overlapping, some cut by the border. Everything is exact: the box of an object
+is the tight box of its visible ink, its label is the image's class, and the mask gives each
+pixel its object's class + 1 (0 is background; where objects overlap, the one pasted last).
+The same seed gives the same scenes.
+
+Scenes are held whole as tensors; boxes are a **padded tensor**: ``boxes`` (N, K, 4) in pixels,
+corner format (x1, y1, x2, y2), and ``labels`` (N, K) with -1 in the unused slots (K is the
+largest object count). ``SceneLoader`` batches them like ``cnnlib.data``'s loaders:
+
+    train_loader, test_loader = scenes.loaders(batch_size=64, train_size=4000, test_size=500)
+    for x, target in train_loader: ...
+    # x: float (B, 1, 96, 96) in [0, 1]; target: {"boxes": (B, K, 4), "labels": (B, K),
+    #                                              "masks": (B, 96, 96) int64}
+
+``to_list(target)`` turns a padded batch into the list of dicts that torchvision's detectors
+and torchmetrics' mean average precision take. ``loaders(source="voc")`` reads PASCAL VOC (from
+``$CNNLIB_DATA/VOC`` in torchvision's layout, downloaded when allowed) into the same tensors.
+"""
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import config, data
+
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+               "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+               "sheep", "sofa", "train", "tvmonitor")
+IGNORE = 255  # mask value of pixels no class is scored on (VOC's object outlines)
+
+
+@dataclass
+class Scenes:
+    images: torch.Tensor   # uint8 (N, C, H, W)
+    boxes: torch.Tensor    # float (N, K, 4), corner format, pixels; padding rows are 0
+    labels: torch.Tensor   # int64 (N, K), -1 marks padding
+    masks: torch.Tensor    # uint8 (N, H, W): 0 background, class + 1, IGNORE
+    classes: tuple
+
+    def __len__(self):
+        return len(self.images)
+
+    def target(self, i):
+        """The boxes and labels of scene i, without padding."""
+        keep = self.labels[i] >= 0
+        return {"boxes": self.boxes[i][keep], "labels": self.labels[i][keep]}
+
+
+# ---- scenes from MNIST-style images ---------------------------------------------------------
+
+def _overlaps_too_much(box, placed, max_overlap):
+    """Reject a box whose intersection covers more than max_overlap of either box's area."""
+    for other in placed:
+        w = min(box[2], other[2]) - max(box[0], other[0])
+        h = min(box[3], other[3]) - max(box[1], other[1])
+        if w > 0 and h > 0:
+            inter = w * h
+            smaller = min((box[2] - box[0]) * (box[3] - box[1]), (other[2] - other[0]) * (other[3] - other[1]))
+            if inter > max_overlap * smaller:
+                return True
+    return False
+
+
+def _glyph(image, side):
+    """A 28x28 uint8 image resized to side x side, as float in [0, 1]."""
+    x = image.float().div(255)[None, None]
+    return F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)[0, 0]
+
+
+def _compose(sources, source_labels, size, count, scale, max_overlap, border, g):
+    """One scene: (canvas (size, size), boxes [[x1, y1, x2, y2]], labels [c], mask)."""
+    canvas = torch.zeros(size, size)
+    mask = torch.zeros(size, size, dtype=torch.uint8)
+    boxes, labels = [], []
+    for _ in range(count):
+        for _attempt in range(20):
+            i = int(torch.randint(len(sources), (1,), generator=g))
+            side = int(torch.randint(scale[0], scale[1] + 1, (1,), generator=g))
+            lo, hi = -int(border * side), size - side + int(border * side)
+            x0, y0 = (int(v) for v in torch.randint(lo, hi + 1, (2,), generator=g))
+            glyph = _glyph(sources[i], side)
+            # the part of the glyph that lands on the canvas
+            gx0, gy0 = max(0, -x0), max(0, -y0)
+            gx1, gy1 = min(side, size - x0), min(side, size - y0)
+            piece = glyph[gy0:gy1, gx0:gx1]
+            ink = piece > 0.3
+            if ink.sum() < 8:
+                continue
+            rows, cols = ink.any(1).nonzero()[:, 0], ink.any(0).nonzero()[:, 0]
+            box = [x0 + gx0 + int(cols[0]), y0 + gy0 + int(rows[0]),
+                   x0 + gx0 + int(cols[-1]) + 1, y0 + gy0 + int(rows[-1]) + 1]
+            if _overlaps_too_much(box, boxes, max_overlap):
+                continue
+            region = (slice(y0 + gy0, y0 + gy1), slice(x0 + gx0, x0 + gx1))
+            canvas[region] = torch.maximum(canvas[region], piece)
+            mask[region][ink] = int(source_labels[i]) + 1
+            boxes.append(box)
+            labels.append(int(source_labels[i]))
+            break
+    # an object partly hidden by a later one keeps only its visible pixels in the mask; its box
+    # stays the box of all its ink on the canvas (as a person would draw it around the digit)
+    return canvas, boxes, labels, mask
+
+
+def make_scenes(n, source="MNIST", train=True, *, size=96, objects=(1, 4), scale=(20, 40),
+                max_overlap=0.35, border=0.2, seed=0, root=None):
+    """n scenes of size x size pixels, each with objects[0]..objects[1] objects, each a
+    source image (MNIST or FashionMNIST, from the train or test split) scaled to a square of
+    scale[0]..scale[1] pixels, allowed to reach beyond the border by `border` of its side and
+    to cover at most max_overlap of another object's box. Deterministic for a given seed."""
+    images, image_labels = data.load(source, train, root)
+    g = torch.Generator().manual_seed(seed)
+    k = objects[1]
+    out_images = torch.zeros(n, 1, size, size, dtype=torch.uint8)
+    out_boxes = torch.zeros(n, k, 4)
+    out_labels = torch.full((n, k), -1, dtype=torch.int64)
+    out_masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    for s in range(n):
+        count = int(torch.randint(objects[0], objects[1] + 1, (1,), generator=g))
+        canvas, boxes, labels, mask = _compose(images[:, 0], image_labels, size, count, scale,
+                                               max_overlap, border, g)
+        out_images[s, 0] = (canvas * 255).round().to(torch.uint8)
+        out_masks[s] = mask
+        if boxes:
+            out_boxes[s, :len(boxes)] = torch.tensor(boxes, dtype=torch.float32)
+            out_labels[s, :len(labels)] = torch.tensor(labels)
+    classes = data.MNIST_CLASSES if source == "MNIST" else data.FASHION_MNIST_CLASSES
+    return Scenes(out_images, out_boxes, out_labels, out_masks, classes)
+
+
+# ---- PASCAL VOC into the same tensors -------------------------------------------------------
+
+def _voc_objects(annotation, classes):
+    boxes, labels = [], []
+    for obj in ET.parse(annotation).getroot().iter("object"):
+        bb = obj.find("bndbox")
+        # VOC counts pixels from 1 and includes the last one: (xmin - 1, ymin - 1, xmax, ymax)
+        x1, y1, x2, y2 = (float(bb.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append([x1 - 1, y1 - 1, x2, y2])
+        labels.append(classes.index(obj.find("name").text.strip()))
+    return boxes, labels
+
+
+def voc_scenes(root=None, year="2012", image_set="train", *, size=224, segmentation=False,
+               download=None, limit=None):
+    """PASCAL VOC images resized (warped) to size x size, with boxes and labels from the
+    annotations and, if segmentation, masks from SegmentationClass (0 background, class + 1,
+    IGNORE on object outlines; images without a mask come only from the segmentation list).
+    torchvision's VOCDetection / VOCSegmentation find (or download) the files."""
+    import torchvision
+    from PIL import Image
+
+    root = Path(root or Path(config.data_root()) / "VOC")
+    download = config.download_allowed() if download is None else download
+    kind = torchvision.datasets.VOCSegmentation if segmentation else torchvision.datasets.VOCDetection
+    try:
+        ds = kind(str(root), year=year, image_set=image_set, download=download)
+    except RuntimeError as err:
+        raise data.DatasetNotFoundError(
+            f"PASCAL VOC {year} is not under {root}/VOCdevkit/VOC{year} ({err}); allow downloads "
+            f"(CNNLIB_DOWNLOAD=1) or put the VOCtrainval tar's contents there.") from err
+    names = ds.images[:limit] if limit else ds.images
+    annotations = [Path(p).parent.parent / "Annotations" / (Path(p).stem + ".xml") for p in names]
+    parsed = [_voc_objects(a, VOC_CLASSES) for a in annotations]
+    k = max([len(b) for b, _ in parsed] + [1])
+    n = len(names)
+    images = torch.zeros(n, 3, size, size, dtype=torch.uint8)
+    boxes, labels = torch.zeros(n, k, 4), torch.full((n, k), -1, dtype=torch.int64)
+    masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    for i, (path, (b, c)) in enumerate(zip(names, parsed)):
+        image = Image.open(path).convert("RGB")
+        sx, sy = size / image.width, size / image.height
+        images[i] = torch.from_numpy(np.array(image.resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
+        if b:
+            boxes[i, :len(b)] = torch.tensor(b) * torch.tensor([sx, sy, sx, sy])
+            labels[i, :len(c)] = torch.tensor(c)
+        if segmentation:
+            m = torch.from_numpy(np.array(Image.open(ds.masks[i]).resize((size, size), Image.NEAREST)))
+            masks[i] = torch.where(m == IGNORE, m, m.clamp(max=len(VOC_CLASSES)))
+    return Scenes(images, boxes, labels, masks, VOC_CLASSES)
+
+
+# ---- batches --------------------------------------------------------------------------------
+
+class SceneLoader(data.TensorLoader):
+    """Batches (images, {"boxes", "labels", "masks"}) of Scenes, shuffled like TensorLoader."""
+
+    def __init__(self, scenes, batch_size, **kwargs):
+        super().__init__(scenes.images, torch.arange(len(scenes)), batch_size, **kwargs)
+        self.scenes = scenes
+        self.targets = {"boxes": scenes.boxes.to(self.device), "labels": scenes.labels.to(self.device),
+                        "masks": scenes.masks.to(self.device)}
+
+    def __iter__(self):
+        for x, index in super().__iter__():
+            yield x, {k: v[index].long() if k == "masks" else v[index] for k, v in self.targets.items()}
+
+
+def to_list(target):
+    """A padded batch of targets -> [{"boxes": (n_i, 4), "labels": (n_i,)}] per image."""
+    out = []
+    for boxes, labels in zip(target["boxes"], target["labels"]):
+        keep = labels >= 0
+        out.append({"boxes": boxes[keep], "labels": labels[keep]})
+    return out
+
+
+def loaders(batch_size=64, *, train_size=4000, test_size=500, source="MNIST", device=None,
+            seed=0, eval_batch_size=256, **scene_kwargs):
+    """(train_loader, test_loader) of scenes; source "MNIST", "FashionMNIST" or "voc".
+
+    MNIST-style scenes: training scenes are composed from the training split, test scenes from
+    the test split (other seeds), scene_kwargs go to make_scenes. VOC: "train" and "val" image
+    sets, scene_kwargs go to voc_scenes (size=..., segmentation=...)."""
+    if source.lower() == "voc":
+        train = voc_scenes(image_set="train", limit=train_size, **scene_kwargs)
+        test = voc_scenes(image_set="val", limit=test_size, **scene_kwargs)
+    else:
+        train = make_scenes(train_size, source, True, seed=seed, **scene_kwargs)
+        test = make_scenes(test_size, source, False, seed=seed + 1, **scene_kwargs)
+    return (SceneLoader(train, batch_size, shuffle=True, drop_last=True, device=device, seed=seed),
+            SceneLoader(test, max(batch_size, eval_batch_size), device=device, seed=seed))
+
+
+# ---- drawing --------------------------------------------------------------------------------
+
+def draw(ax, image, boxes=(), labels=None, scores=None, classes=None, color="lime", mask=None,
+         num_classes=None, title=None):
+    """Show one image (C, H, W) on a matplotlib axis with boxes (corner format) and their
+    labels / scores, and optionally a mask (H, W) overlaid in colour (0 transparent)."""
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    image = image.detach().cpu().float()
+    image = image / 255 if image.max() > 1 else image
+    ax.imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+    if mask is not None:
+        mask = mask.detach().cpu()
+        shown = torch.where(mask == IGNORE, 0, mask).float()
+        shown = np.ma.masked_where(shown.numpy() == 0, shown.numpy())
+        ax.imshow(shown, cmap="tab20", vmin=0, vmax=max(num_classes or int(mask.max()), 20), alpha=0.55,
+                  interpolation="nearest")
+    for k, box in enumerate(torch.as_tensor(boxes).detach().cpu().tolist()):
+        x1, y1, x2, y2 = box
+        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, lw=1.3))
+        text = ""
+        if labels is not None:
+            c = int(labels[k])
+            text = classes[c] if classes else str(c)
+        if scores is not None:
+            text += f" {float(scores[k]):.2f}"
+        if text:
+            ax.text(x1, y1, text.strip(), color="black", fontsize=7, va="bottom",
+                    bbox=dict(facecolor=color, alpha=0.8, pad=0.5, edgecolor="none"))
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax

@@ -1,0 +1,128 @@
+"""cnnlib.scenes: determinism, boxes consistent with masks, batches, and the VOC reader."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlib import data, scenes
+
+
+@pytest.fixture(scope="module")
+def small():
+    try:
+        return scenes.make_scenes(40, seed=3)
+    except data.DatasetNotFoundError:
+        pytest.skip("MNIST is not on this machine")
+
+
+def test_same_seed_same_scenes(small):
+    again = scenes.make_scenes(40, seed=3)
+    for name in ("images", "boxes", "labels", "masks"):
+        assert torch.equal(getattr(small, name), getattr(again, name))
+    other = scenes.make_scenes(40, seed=4)
+    assert not torch.equal(small.images, other.images)
+
+
+def test_shapes_and_padding(small):
+    assert small.images.shape == (40, 1, 96, 96) and small.images.dtype == torch.uint8
+    assert small.boxes.shape == (40, 4, 4) and small.labels.shape == (40, 4)
+    counts = (small.labels >= 0).sum(1)
+    assert counts.min() >= 1 and counts.max() <= 4 and counts.float().std() > 0
+    for i in range(40):  # the objects come first, then padding
+        n = int(counts[i])
+        assert (small.labels[i, n:] == -1).all() and (small.boxes[i, n:] == 0).all()
+
+
+def test_boxes_agree_with_masks_and_ink(small):
+    saw_border = False
+    for i in range(len(small)):
+        t = small.target(i)
+        b = t["boxes"]
+        assert (b[:, 2:] > b[:, :2]).all() and ((b >= 0) & (b <= 96)).all()
+        saw_border |= bool((b == 0).any() or (b == 96).any())
+        inside_some_box = torch.zeros(96, 96, dtype=torch.bool)
+        for (x1, y1, x2, y2), c in zip(b.long().tolist(), t["labels"].tolist()):
+            region = small.masks[i, y1:y2, x1:x2]
+            assert (region == c + 1).any()          # each object has pixels of its class
+            inside_some_box[y1:y2, x1:x2] = True
+            # the tight box: ink on each of its four edges
+            ink = small.images[i, 0, y1:y2, x1:x2] > 0
+            assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any()
+        mask = small.masks[i]
+        assert not ((mask > 0) & ~inside_some_box).any()  # no labelled pixel outside every box
+        assert set(mask.unique().tolist()) <= {0} | {c + 1 for c in t["labels"].tolist()}
+    assert saw_border
+
+
+def test_loader_batches_dict_targets(small):
+    loader = scenes.SceneLoader(small, 16, shuffle=True, drop_last=True, device="cpu")
+    batches = list(loader)
+    assert len(batches) == len(loader) == 2
+    x, t = batches[0]
+    assert x.shape == (16, 1, 96, 96) and x.dtype == torch.float32 and x.max() <= 1
+    assert t["boxes"].shape == (16, 4, 4) and t["masks"].shape == (16, 96, 96)
+    assert t["masks"].dtype == torch.int64
+    # the targets travel with their images
+    i = int((small.images.flatten(1).float() == (x[0].flatten() * 255).round()).all(1).nonzero()[0])
+    assert torch.equal(t["boxes"][0], small.boxes[i]) and torch.equal(t["masks"][0], small.masks[i].long())
+    listed = scenes.to_list(t)
+    assert len(listed) == 16 and len(listed[0]["boxes"]) == int((small.labels[i] >= 0).sum())
+
+
+def write_fake_voc(root, ids=("2008_000001", "2008_000002", "2008_000003")):
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main", "ImageSets/Segmentation", "SegmentationClass"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for n, name in enumerate(ids):
+        w, h = 120 + 10 * n, 80
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(base / "JPEGImages" / f"{name}.jpg")
+        objects = "".join(
+            f"<object><name>{cls}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+            for cls, (x1, y1, x2, y2) in [("dog", (11, 21, 60, 70)), ("person", (61, 1, w, 40))][: n + 1])
+        (base / "Annotations" / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.jpg</filename><size><width>{w}</width>"
+            f"<height>{h}</height><depth>3</depth></size>{objects}</annotation>")
+        mask = np.zeros((h, w), dtype=np.uint8)
+        mask[20:70, 10:60] = 12       # dog is class 11, + 1
+        mask[19, 10:60] = 255         # an outline pixel row
+        m = Image.fromarray(mask, mode="P")
+        m.putpalette([0, 0, 0] * 256)
+        m.save(base / "SegmentationClass" / f"{name}.png")
+    for split in ("Main", "Segmentation"):
+        (base / "ImageSets" / split / "train.txt").write_text("\n".join(ids[:2]) + "\n")
+        (base / "ImageSets" / split / "val.txt").write_text(ids[2] + "\n")
+
+
+def test_voc_layout_reader(tmp_path, monkeypatch):
+    write_fake_voc(tmp_path / "VOC")
+    monkeypatch.setenv("CNNLIB_DATA", str(tmp_path))
+    s = scenes.voc_scenes(image_set="train", size=60, segmentation=True, download=False)
+    assert s.images.shape == (2, 3, 60, 60) and s.classes == scenes.VOC_CLASSES
+    assert s.labels.tolist() == [[11, -1], [11, 14]]
+    # VOC's 1-based inclusive (11, 21, 60, 70) on a 120x80 image is (10, 20, 60, 70), scaled by 0.5, 0.75
+    assert torch.allclose(s.boxes[0, 0], torch.tensor([5.0, 15.0, 30.0, 52.5]))
+    assert set(s.masks[0].unique().tolist()) == {0, 12, scenes.IGNORE}
+    train, test = scenes.loaders(2, source="voc", size=60, segmentation=True, device="cpu")
+    x, t = next(iter(train))
+    assert x.shape == (2, 3, 60, 60) and t["masks"].shape == (2, 60, 60)
+    assert len(test.scenes) == 1 and scenes.to_list(next(iter(test))[1])[0]["labels"].tolist() == [11, 14]
+
+
+def test_voc_missing_says_where(tmp_path):
+    with pytest.raises(data.DatasetNotFoundError, match="VOC"):
+        scenes.voc_scenes(tmp_path, download=False)
+
+
+def test_some_objects_overlap_and_sizes_vary(small):
+    from cnnlib import boxes
+    overlapping = 0
+    for i in range(len(small)):
+        b = small.target(i)["boxes"]
+        iou = boxes.box_iou(b, b).fill_diagonal_(0)
+        overlapping += int((iou > 0).any())
+    assert overlapping >= 2
+    real = small.boxes[small.labels >= 0]
+    heights = real[:, 3] - real[:, 1]
+    assert heights.min() < 20 and heights.max() > 26  # a 20-40 px square holds a digit about 0.7 as tall
