@@ -149,3 +149,22 @@ def test_lr_range_test_on_a_classifier_runs_all_steps_when_nothing_diverges():
                                       device="cpu")
     assert len(lrs) == len(losses) == 10
     assert all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("name", list(optim.OPTIMIZERS))
+def test_rules_can_be_captured_in_fits_cuda_graph(name):
+    """fit replays the whole step as a CUDA graph: state (Adam's step count too) must be tensors."""
+    from cnnlib.models import lenet5
+    from cnnlib.train import fit
+    results = []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        model = lenet5()
+        images, labels = torch.randint(0, 256, (512, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (512,))
+        loader = data.TensorLoader(images, labels, 64, shuffle=True, drop_last=True, device="cuda")
+        opt = optim.OPTIMIZERS[name][0](model.parameters(), lr=1e-3)
+        fit(model, loader, epochs=2, optimizer=opt, cuda_graph=graph, amp=False, progress=False, device="cuda")
+        results.append([p.detach().float().cpu() for p in model.parameters()])
+    for eager, graphed in zip(*results):
+        torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-5)
