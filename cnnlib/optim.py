@@ -1,0 +1,248 @@
+"""Seven gradient methods written from their update rules, and the learning-rate range test.
+
+Each optimiser is a small ``torch.optim.Optimizer`` whose ``update`` is the textbook rule in a
+few lines; each takes the same steps as its ``torch.optim`` counterpart (tests/test_optim.py):
+
+    SGD        w <- w - lr g
+    Momentum   b <- mu b + g;                         w <- w - lr b
+    Nesterov   b <- mu b + g;                         w <- w - lr (g + mu b)
+    Adagrad    G <- G + g^2;                          w <- w - lr g / (sqrt(G) + eps)
+    Adadelta   G <- rho G + (1-rho) g^2;  d = sqrt(D + eps) / sqrt(G + eps) g;
+               D <- rho D + (1-rho) d^2;              w <- w - lr d
+    RMSprop    G <- alpha G + (1-alpha) g^2;          w <- w - lr g / (sqrt(G) + eps)
+    Adam       m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;
+               w <- w - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+
+g is the gradient plus ``weight_decay * w`` (an L2 penalty, as torch.optim does it). State is
+kept in tensors, the step count too, so a step can be captured in a CUDA graph.
+"""
+import math
+
+import torch
+
+__all__ = ["SGD", "Momentum", "Nesterov", "Adagrad", "Adadelta", "RMSprop", "Adam",
+           "OPTIMIZERS", "lr_range_test", "smooth", "suggest_lr"]
+
+
+class _RuleOptimizer(torch.optim.Optimizer):
+    """Loops over parameters and applies weight decay; subclasses write ``update``."""
+
+    def __init__(self, params, **defaults):
+        if defaults["lr"] < 0:
+            raise ValueError(f"learning rate must be non-negative, got {defaults['lr']}")
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for w in group["params"]:
+                if w.grad is None:
+                    continue
+                g = w.grad
+                if group["weight_decay"]:
+                    g = g.add(w, alpha=group["weight_decay"])
+                state = self.state[w]
+                if not state:
+                    self.init_state(state, w)
+                self.update(w, g, state, group)
+        return loss
+
+    def init_state(self, state, w):
+        """Zero tensors the rule accumulates into (none for plain SGD)."""
+
+    def update(self, w, g, state, group):
+        raise NotImplementedError
+
+
+def _zeros(w):
+    return torch.zeros_like(w, memory_format=torch.preserve_format)
+
+
+def _step_count(w):
+    """A step counter on the parameter's device (float, so bias corrections stay tensor ops)."""
+    return torch.zeros((), dtype=torch.promote_types(w.dtype, torch.float32), device=w.device)
+
+
+class SGD(_RuleOptimizer):
+    """Plain (stochastic) gradient descent: w <- w - lr g."""
+
+    def __init__(self, params, lr=0.1, weight_decay=0.0):
+        super().__init__(params, lr=lr, weight_decay=weight_decay)
+
+    def update(self, w, g, state, group):
+        w.add_(g, alpha=-group["lr"])
+
+
+class Momentum(_RuleOptimizer):
+    """Heavy-ball momentum: b <- mu b + g; w <- w - lr b (torch's SGD with momentum, dampening 0)."""
+
+    def __init__(self, params, lr=0.1, momentum=0.9, weight_decay=0.0):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def init_state(self, state, w):
+        state["velocity"] = _zeros(w)  # b_0 = 0, so b_1 = g_1 as in torch
+
+    def update(self, w, g, state, group):
+        b = state["velocity"].mul_(group["momentum"]).add_(g)
+        w.add_(b, alpha=-group["lr"])
+
+
+class Nesterov(Momentum):
+    """Nesterov momentum in torch's form: b <- mu b + g; w <- w - lr (g + mu b).
+
+    This is the look-ahead rule (gradient taken at w + mu v) rewritten in the look-ahead
+    point's coordinates, so it needs only the gradient at the current weights.
+    """
+
+    def update(self, w, g, state, group):
+        b = state["velocity"].mul_(group["momentum"]).add_(g)
+        w.add_(g.add(b, alpha=group["momentum"]), alpha=-group["lr"])
+
+
+class Adagrad(_RuleOptimizer):
+    """Adagrad: G <- G + g^2; w <- w - lr g / (sqrt(G) + eps), eps outside the root as in torch."""
+
+    def __init__(self, params, lr=0.01, eps=1e-10, weight_decay=0.0):
+        super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay)
+
+    def init_state(self, state, w):
+        state["sum_sq"] = _zeros(w)
+
+    def update(self, w, g, state, group):
+        G = state["sum_sq"].addcmul_(g, g)
+        w.addcdiv_(g, G.sqrt().add_(group["eps"]), value=-group["lr"])
+
+
+class Adadelta(_RuleOptimizer):
+    """Adadelta: a step in the units of w, sqrt(D + eps) / sqrt(G + eps) * g (eps inside both roots).
+
+    The rule has no learning rate; torch's ``lr`` (default 1.0) only scales the finished step.
+    """
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0):
+        super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+
+    def init_state(self, state, w):
+        state["avg_sq"], state["avg_delta_sq"] = _zeros(w), _zeros(w)
+
+    def update(self, w, g, state, group):
+        rho, eps = group["rho"], group["eps"]
+        G = state["avg_sq"].mul_(rho).addcmul_(g, g, value=1 - rho)
+        delta = state["avg_delta_sq"].add(eps).sqrt_().div_(G.add(eps).sqrt_()).mul_(g)
+        state["avg_delta_sq"].mul_(rho).addcmul_(delta, delta, value=1 - rho)
+        w.add_(delta, alpha=-group["lr"])
+
+
+class RMSprop(_RuleOptimizer):
+    """RMSprop: G <- alpha G + (1-alpha) g^2; w <- w - lr g / (sqrt(G) + eps), eps outside the root."""
+
+    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
+
+    def init_state(self, state, w):
+        state["avg_sq"] = _zeros(w)
+
+    def update(self, w, g, state, group):
+        alpha = group["alpha"]
+        G = state["avg_sq"].mul_(alpha).addcmul_(g, g, value=1 - alpha)
+        w.addcdiv_(g, G.sqrt().add_(group["eps"]), value=-group["lr"])
+
+
+class Adam(_RuleOptimizer):
+    """Adam: moving averages of g and g^2, each divided by its bias (1 - beta^t) before use."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def init_state(self, state, w):
+        state["step"], state["m"], state["v"] = _step_count(w), _zeros(w), _zeros(w)
+
+    def update(self, w, g, state, group):
+        beta1, beta2 = group["betas"]
+        t = state["step"].add_(1)
+        m = state["m"].lerp_(g, 1 - beta1)                       # b1 m + (1 - b1) g
+        v = state["v"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        m_hat = m / (1 - beta1 ** t)
+        v_hat = v / (1 - beta2 ** t)
+        w.addcdiv_(m_hat, v_hat.sqrt_().add_(group["eps"]), value=-group["lr"])
+
+
+# Each rule and the torch.optim call that takes the same steps (used by the tests and the book).
+OPTIMIZERS = {
+    "SGD": (SGD, lambda p, lr, **kw: torch.optim.SGD(p, lr, **kw)),
+    "Momentum": (Momentum, lambda p, lr, momentum=0.9, **kw: torch.optim.SGD(p, lr, momentum=momentum, **kw)),
+    "Nesterov": (Nesterov, lambda p, lr, momentum=0.9, **kw:
+                 torch.optim.SGD(p, lr, momentum=momentum, nesterov=True, **kw)),
+    "Adagrad": (Adagrad, lambda p, lr, **kw: torch.optim.Adagrad(p, lr, **kw)),
+    "Adadelta": (Adadelta, lambda p, lr, **kw: torch.optim.Adadelta(p, lr, **kw)),
+    "RMSprop": (RMSprop, lambda p, lr, **kw: torch.optim.RMSprop(p, lr, **kw)),
+    "Adam": (Adam, lambda p, lr, **kw: torch.optim.Adam(p, lr, **kw)),
+}
+
+
+class _RangeTestOver(Exception):
+    """Raised inside fit's loop to end the range test (enough steps, or the loss diverged)."""
+
+
+def lr_range_test(model, loader, make_optimizer, *, start=1e-6, end=10.0, steps=100,
+                  diverge=4.0, beta=0.9, loss_fn=None, device=None):
+    """Train with a learning rate that grows geometrically from `start` to `end`, one step each.
+
+    Returns (lrs, losses): the rate of every step taken and the loss of its batch. Stops early
+    once the smoothed loss (see ``smooth``) exceeds `diverge` times its lowest value so far, or
+    a loss is not finite. The model's weights are put back afterwards, so the test leaves no
+    trace. ``make_optimizer(params, lr)`` builds the optimiser; the steps run through
+    ``cnnlib.fit``.
+    """
+    from .train import classification_loss, fit  # train imports nothing from here
+    loss_fn = loss_fn or classification_loss
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = make_optimizer(model.parameters(), start)
+    growth = (end / start) ** (1 / max(steps - 1, 1))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: growth ** i)
+    lrs, losses = [], []
+
+    def recording_loss(m, batch):
+        if len(losses) == steps:
+            raise _RangeTestOver
+        out = loss_fn(m, batch)
+        value = (out[0] if isinstance(out, tuple) else out).item()  # one sync a step: fine for a probe
+        lrs.append(optimizer.param_groups[0]["lr"])
+        losses.append(value)
+        smoothed = smooth(losses, beta)
+        if not math.isfinite(value) or smoothed[-1] > diverge * min(smoothed):
+            raise _RangeTestOver
+        return out
+
+    try:
+        fit(model, loader, epochs=math.ceil((steps + 1) / len(loader)), optimizer=optimizer,
+            scheduler=scheduler, scheduler_interval="step", loss_fn=recording_loss, device=device,
+            amp=False, cuda_graph=False, progress=False, live_plot=False, verbose=False)
+    except _RangeTestOver:
+        pass
+    finally:
+        model.load_state_dict(saved)
+    return lrs, losses
+
+
+def smooth(losses, beta=0.9):
+    """Exponential moving average of a noisy loss curve, bias-corrected like Adam's moments."""
+    out, avg = [], 0.0
+    for t, loss in enumerate(losses, start=1):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** t))
+    return out
+
+
+def suggest_lr(lrs, losses, beta=0.9):
+    """A rate from a range test: a tenth of the rate where the smoothed loss was lowest.
+
+    At the minimum the loss is about to blow up; a tenth of it is still on the steep, stable
+    part of the curve (the rule of thumb of Smith's range test and of fastai's finder).
+    """
+    smoothed = smooth(losses, beta)
+    return lrs[min(range(len(smoothed)), key=smoothed.__getitem__)] / 10
