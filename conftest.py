@@ -9,3 +9,6 @@ def pytest_collectstart(collector):
     # Warnings and progress bars go to stderr; they are never part of what a cell claims.
     if collector.fspath and collector.fspath.ext == ".ipynb":
         collector.skip_compare += ("stderr",)
+
+# The browser test's small book is data for that test, not a page of the course.
+collect_ignore_glob = ["tests/fixtures/*"]
