@@ -73,9 +73,14 @@ class History:
     def plot(self, axes=None, title=None):
         """Loss curves on the left, every other metric on the right; returns the figure."""
         groups = self.metric_groups()
-        if axes is None:
-            _, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
-            axes = axes[0]
+        if axes is None:  # at most 3 panels a row, drawn for the book's ~680 px column
+            ncols = 2 if len(groups) == 4 else min(len(groups), 3)
+            nrows = -(-len(groups) // ncols)
+            fig, axes = plt.subplots(nrows, ncols, figsize=(min(6.8, 3.4 * ncols), 2.6 * nrows),
+                                     squeeze=False)
+            for ax in axes.flat[len(groups):]:
+                ax.set_visible(False)
+            axes = list(axes.flat)
         epochs = self["epoch"]
         for ax, (name, keys) in zip(axes, groups.items()):
             ax.clear()

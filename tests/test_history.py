@@ -44,3 +44,13 @@ def test_best_asks_which_way_is_better_for_other_names():
     with pytest.raises(ValueError, match="mode='min' or mode='max'"):
         h.best("val_err")
     assert h.best("val_err", mode="min")["epoch"] == 2 and h.best("val_err", mode="max")["epoch"] == 1
+
+
+def test_plot_fits_the_books_column_whatever_the_number_of_metrics():
+    for names in (["loss"], ["loss", "acc"], ["loss_d", "loss_g", "d_real", "d_fake"], list("abcde")):
+        h = History()
+        for epoch in (1, 2):
+            h.append(epoch=epoch, **{f"train_{n}": float(epoch) for n in names})
+        fig = h.plot()
+        assert fig.get_size_inches()[0] <= 6.8
+        assert sum(ax.get_visible() for ax in fig.axes) == len(names)
