@@ -262,13 +262,7 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     if checkpoint and rank == 0:
         ckpt.check_writable(checkpoint)
 
-    model.to(device)  # before resuming: optimiser state follows its parameters' device
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
-
+    _place(model, device, channels_last)  # before resuming: optimiser state follows its parameters
     amp_dtype = _autocast(device, amp)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     history = History()
@@ -288,26 +282,14 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
         return history
 
     if dist:
-        from torch.nn.parallel import DistributedDataParallel
-        _shard(train_loader, *dist)
-        if val_loader is not None:
-            _shard(val_loader, *dist)
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = _data_parallel(model, device, dist, train_loader, val_loader)
     net = torch.compile(model) if compile else model
     steps = _steps_per_epoch(train_loader)
-
-    blocker = _graph_blocker(device, train_step=train_step, scaler=scaler, compiled=compile, dist=dist,
-                             scheduler=bool(schedulers), model=model)
-    graph_wanted = cuda_graph is True or (cuda_graph == "auto" and blocker is None)
-    if graph_wanted and blocker is not None:
-        print(f"cuda_graph: staying eager, {blocker}")
-        graph_wanted = False
-
-    make_step = functools.partial(_eager_step, loss_fn=loss_fn, train_step=train_step, device=device,
-                                  amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=clip_grad_norm,
-                                  schedulers=schedulers if scheduler_interval == "step" else [],
-                                  autocast_cache=not graph_wanted)
-    step = _Stepper(make_step, net, optimizers, graph_wanted)
+    step = _make_stepper(net, model, optimizers, device=device, cuda_graph=cuda_graph, compile=compile,
+                         dist=dist, loss_fn=loss_fn, train_step=train_step, amp_dtype=amp_dtype,
+                         scaler=scaler, clip_grad_norm=clip_grad_norm,
+                         step_schedulers=schedulers if scheduler_interval == "step" else [],
+                         any_scheduler=bool(schedulers))
     bar = Progress(epochs, enabled=progress if rank == 0 else False,
                    live_plot=live_plot if rank == 0 else False, summary=verbose and rank == 0)
     saved_epoch = start_epoch if start_epoch else None  # what the checkpoint file holds
@@ -368,6 +350,40 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     if stopper:
         stopper.restore(_unwrap(model))
     return history
+
+
+def _place(model, device, channels_last):
+    """Move the model to its device and memory layout; on CUDA, the fast kernel settings."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
+
+def _data_parallel(model, device, dist, train_loader, val_loader):
+    """Under torchrun: each loader keeps this rank's share, the model is wrapped in DDP."""
+    from torch.nn.parallel import DistributedDataParallel
+    _shard(train_loader, *dist)
+    if val_loader is not None:
+        _shard(val_loader, *dist)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _make_stepper(net, model, optimizers, *, device, cuda_graph, compile, dist, loss_fn, train_step,
+                  amp_dtype, scaler, clip_grad_norm, step_schedulers, any_scheduler):
+    """The training step: eager, or a CUDA graph where one is asked for and safe."""
+    blocker = _graph_blocker(device, train_step=train_step, scaler=scaler, compiled=compile, dist=dist,
+                             scheduler=any_scheduler, model=model)
+    graph_wanted = cuda_graph is True or (cuda_graph == "auto" and blocker is None)
+    if graph_wanted and blocker is not None:
+        print(f"cuda_graph: staying eager, {blocker}")
+        graph_wanted = False
+    make_step = functools.partial(_eager_step, loss_fn=loss_fn, train_step=train_step, device=device,
+                                  amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=clip_grad_norm,
+                                  schedulers=step_schedulers, autocast_cache=not graph_wanted)
+    return _Stepper(make_step, net, optimizers, graph_wanted)
 
 
 def _look(callback, epoch, history):
