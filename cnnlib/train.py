@@ -287,9 +287,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     steps = _steps_per_epoch(train_loader)
     step = _make_stepper(net, model, optimizers, device=device, cuda_graph=cuda_graph, compile=compile,
                          dist=dist, loss_fn=loss_fn, train_step=train_step, amp_dtype=amp_dtype,
-                         scaler=scaler, clip_grad_norm=clip_grad_norm,
-                         step_schedulers=schedulers if scheduler_interval == "step" else [],
-                         any_scheduler=bool(schedulers))
+                         scaler=scaler, clip_grad_norm=clip_grad_norm, schedulers=schedulers,
+                         scheduler_interval=scheduler_interval)
     bar = Progress(epochs, enabled=progress if rank == 0 else False,
                    live_plot=live_plot if rank == 0 else False, summary=verbose and rank == 0)
     saved_epoch = start_epoch if start_epoch else None  # what the checkpoint file holds
@@ -372,17 +371,18 @@ def _data_parallel(model, device, dist, train_loader, val_loader):
 
 
 def _make_stepper(net, model, optimizers, *, device, cuda_graph, compile, dist, loss_fn, train_step,
-                  amp_dtype, scaler, clip_grad_norm, step_schedulers, any_scheduler):
+                  amp_dtype, scaler, clip_grad_norm, schedulers, scheduler_interval):
     """The training step: eager, or a CUDA graph where one is asked for and safe."""
     blocker = _graph_blocker(device, train_step=train_step, scaler=scaler, compiled=compile, dist=dist,
-                             scheduler=any_scheduler, model=model)
+                             scheduler=bool(schedulers), model=model)
     graph_wanted = cuda_graph is True or (cuda_graph == "auto" and blocker is None)
     if graph_wanted and blocker is not None:
         print(f"cuda_graph: staying eager, {blocker}")
         graph_wanted = False
     make_step = functools.partial(_eager_step, loss_fn=loss_fn, train_step=train_step, device=device,
                                   amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=clip_grad_norm,
-                                  schedulers=step_schedulers, autocast_cache=not graph_wanted)
+                                  schedulers=schedulers if scheduler_interval == "step" else [],
+                                  autocast_cache=not graph_wanted)
     return _Stepper(make_step, net, optimizers, graph_wanted)
 
 
