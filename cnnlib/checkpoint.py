@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils import _pytree as pytree
 
 FORMAT, VERSION = "cnnlib-checkpoint", 2
 FRESH = "to start fresh instead, pass resume=False or delete the file"
@@ -63,6 +64,16 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextlib.contextmanager
+def rng_preserved():
+    """Run the block, then put every random number generator back as it was (Python, NumPy, torch, CUDA)."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
 # What the run was: checked on resume before anything is restored.
 
 def _class_name(obj):
@@ -90,7 +101,8 @@ def check_compatible(state, model, optimizers=()):
     """Raise if the checkpoint does not fit model and optimisers; else list differing hyperparameters."""
     saved = state["run"]
     mine = describe(model, optimizers)
-    short = lambda name: name.rsplit(".", 1)[-1]
+    def short(name):
+        return name.rsplit(".", 1)[-1]
     if saved["model_class"] != mine["model_class"]:
         raise CheckpointError(f"the checkpoint holds a {short(saved['model_class'])}, but the model is a "
                               f"{short(mine['model_class'])}; {FRESH}")
@@ -184,7 +196,7 @@ def save(path, *, epoch, model, optimizers, schedulers=(), scaler=None, history=
         "model": model.state_dict(),
         "optimizers": [opt.state_dict() for opt in optimizers],
         "schedulers": [s.state_dict() for s in schedulers],
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "scaler": (scaler.state_dict() or None) if scaler is not None else None,  # a disabled one: {}
         "history": history.state_dict() if history is not None else None,
         "rng": rng_state(),
         "extra": extra or {},
@@ -219,14 +231,7 @@ def _write_failed(path, state, err):
 
 
 def _tensors(obj):
-    if torch.is_tensor(obj):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v)
+    return [v for v in pytree.tree_leaves(obj) if torch.is_tensor(v)]
 
 
 # Reading.
@@ -259,7 +264,7 @@ def restore(state, *, model, optimizers=(), schedulers=(), scaler=None, history=
         opt.load_state_dict(s)
     for sched, s in zip(schedulers, state["schedulers"]):
         sched.load_state_dict(s)
-    if scaler is not None and state["scaler"] is not None:
+    if scaler is not None and state["scaler"]:  # a disabled GradScaler saves {}
         scaler.load_state_dict(state["scaler"])
     if history is not None and state["history"] is not None:
         history.load_state_dict(state["history"])
@@ -267,15 +272,16 @@ def restore(state, *, model, optimizers=(), schedulers=(), scaler=None, history=
     return state
 
 
-def load(path, *, model, optimizers=(), schedulers=(), scaler=None, history=None, map_location=None):
+def load(path, *, model, optimizers=(), schedulers=(), scaler=None, history=None, map_location=None, say=True):
     """Read, check, then restore everything `save` wrote; returns the whole state dict.
 
-    Hyperparameters that differ from the given optimisers' are printed on one line; the
-    checkpoint's values win.
+    fit(resume=True) resumes through here. Hyperparameters that differ from the given
+    optimisers' are printed on one line (unless say=False); the checkpoint's values win.
     """
     state = read(path, map_location)
     differences = check_compatible(state, model, optimizers)
-    if differences:
-        print(f"resume: {', '.join(differences)}; the checkpoint's values win ({FRESH})")
+    if differences and say:
+        print(f"resume: {', '.join(differences)}: the checkpoint's values win "
+              f"(to use the given ones, start fresh: resume=False or delete {path})")
     return restore(state, model=model, optimizers=optimizers, schedulers=schedulers, scaler=scaler,
                    history=history)
