@@ -203,3 +203,22 @@ def test_two_saves_to_one_path_use_their_own_temporary_files(tmp_path, monkeypat
     for epoch in (1, 2):
         ckpt.save(tmp_path / "a.pt", epoch=epoch, model=net(), optimizers=[])
     assert len(set(renamed)) == 2 and all(p.parent == tmp_path for p in renamed)
+
+
+def test_rng_preserved_puts_every_generator_back():
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    with ckpt.rng_preserved():
+        random.random(), np.random.rand(3), torch.rand(5)
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_load_names_the_differences_and_the_file_unless_told_to_be_silent(tmp_path, capsys):
+    model = net()
+    ckpt.save(tmp_path / "a.pt", epoch=1, model=model, optimizers=[torch.optim.SGD(model.parameters(), lr=0.1)])
+    ckpt.load(tmp_path / "a.pt", model=model, optimizers=[torch.optim.SGD(model.parameters(), lr=0.01)])
+    out = capsys.readouterr().out
+    assert "lr 0.1 (checkpoint) vs 0.01 (given)" in out and f"delete {tmp_path / 'a.pt'}" in out
+    ckpt.load(tmp_path / "a.pt", model=model, optimizers=[torch.optim.SGD(model.parameters(), lr=0.01)], say=False)
+    assert capsys.readouterr().out == ""
