@@ -54,14 +54,15 @@ def rng_state():
 
 
 def set_rng_state(state):
+    """Put back what rng_state() returned, its tensors from any device (torch's setters take CPU ones)."""
     version, ints, gauss = state["python"]
     random.setstate((version, tuple(ints), gauss))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():  # a run saved on more GPUs than this machine has
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"][:torch.cuda.device_count()]])
 
 
 @contextlib.contextmanager
@@ -236,8 +237,13 @@ def _tensors(obj):
 
 # Reading.
 
-def read(path, map_location=None):
-    """The checkpoint's contents, read safely; a clear error for a foreign, old or damaged file."""
+def read(path, map_location="cpu"):
+    """The checkpoint's contents, read safely; a clear error for a foreign, old or damaged file.
+
+    Read onto the CPU: restore() puts each tensor where it belongs (load_state_dict copies the
+    weights onto the model's device, an optimiser moves its state to its parameters'), and the
+    random number generators' states must be CPU tensors.
+    """
     path = _path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -258,10 +264,17 @@ def read(path, map_location=None):
 
 
 def restore(state, *, model, optimizers=(), schedulers=(), scaler=None, history=None):
-    """Put a read checkpoint into the given objects (check_compatible first)."""
+    """Put a read checkpoint into the given objects (check_compatible first).
+
+    The optimisers keep their own implementation switches (capturable, fused, foreach): a run
+    saved on a GPU, where fit's CUDA graph may have made Adam capturable, resumes on a CPU.
+    """
     model.load_state_dict(state["model"])
     for opt, s in zip(optimizers, state["optimizers"]):
+        switches = [{k: g[k] for k in _SWITCHES - {"params", "initial_lr"} if k in g} for g in opt.param_groups]
         opt.load_state_dict(s)
+        for group, own in zip(opt.param_groups, switches):
+            group.update(own)
     for sched, s in zip(schedulers, state["schedulers"]):
         sched.load_state_dict(s)
     if scaler is not None and state["scaler"]:  # a disabled GradScaler saves {}
@@ -272,7 +285,7 @@ def restore(state, *, model, optimizers=(), schedulers=(), scaler=None, history=
     return state
 
 
-def load(path, *, model, optimizers=(), schedulers=(), scaler=None, history=None, map_location=None, say=True):
+def load(path, *, model, optimizers=(), schedulers=(), scaler=None, history=None, map_location="cpu", say=True):
     """Read, check, then restore everything `save` wrote; returns the whole state dict.
 
     fit(resume=True) resumes through here. Hyperparameters that differ from the given
