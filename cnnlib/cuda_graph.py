@@ -92,7 +92,8 @@ class Stepper:
         try:
             replay, static = self.capture(self.eager, batch, self.model, self.optimizers)
         except Exception as err:  # an op that cannot be captured: say so, train eagerly
-            print(f"cuda_graph: capture failed ({type(err).__name__}: {err}); training eagerly")
+            print(f"cuda_graph: capture failed ({type(err).__name__}: {err}); training eagerly (a step that "
+                  "reads a value back, as .item() or a metric returned as a Python number does, cannot be replayed)")
             return self.eager(batch)
         # The first real step runs twice: replayed on the model, eagerly on a copy; they must agree.
         twin, twin_optimizers = copy.deepcopy((self.model, self.optimizers))
@@ -126,8 +127,9 @@ def capture(step, batch, model, optimizers):
     saved = _snapshot(model, optimizers)
     flags = _make_capturable(optimizers)
     static_batch = clone(batch)
-    try:
-        with rng_preserved():  # the warm-up steps' dropout must not shift the random numbers of training
+    gpu = next((v.device for v in pytree.tree_leaves(static_batch) if torch.is_tensor(v)), None)
+    try:  # on the batch's GPU (cuda:1 too): torch's streams and graphs belong to the current device
+        with rng_preserved(), torch.cuda.device(gpu):
             graph, static_metrics = _record(step, static_batch, optimizers)
     finally:
         _put_back(model, optimizers, saved)

@@ -10,20 +10,24 @@ import os
 import torch
 
 
-def setup(device):
+def setup(device, train_step=None):
     """(device, (rank, world_size)) under torchrun, initialising the process group once; else (device, None).
 
-    Under torchrun a CUDA device without an index becomes this process's GPU, cuda:LOCAL_RANK.
+    The backend follows the training device: NCCL for CUDA, gloo for the CPU (also on a machine
+    with GPUs). A CUDA device without an index becomes this process's GPU, cuda:LOCAL_RANK.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device, None
+    if train_step is not None:
+        raise ValueError("a train_step under torchrun would train each process's own copy (DDP averages the "
+                         "gradients of the wrapped model's forward only): use loss_fn, or one process")
     import torch.distributed as dist
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device, (dist.get_rank(), dist.get_world_size())
 
 

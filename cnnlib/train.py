@@ -107,17 +107,17 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     _check_arguments(model, optimizers, epochs=epochs, check_every=check_every, max_steps=max_steps,
                      scheduler_interval=scheduler_interval, train_step=train_step, cuda_graph=cuda_graph)
     stopper = EarlyStopping.watching(monitor, early_stopping, mode, restore_best)
-    device, dist = distributed.setup(torch.device(device or config.device()))
+    device, dist = distributed.setup(torch.device(device or config.device()), train_step)
     lead = dist is None or dist[0] == 0  # the process that writes and speaks
+    epochs, dry_run = _dry_run(epochs, lead)  # CNNLIB_MAX_STEPS: every page's schedule, a few steps each
     progress, live_plot, verbose = _display(quiet or not lead, progress, live_plot, verbose)
-    channels_last, amp_dtype = _channels_last(device, channels_last), _autocast(device, amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)  # a no-op when disabled
+    channels_last, (amp_dtype, scaler) = _channels_last(device, channels_last), _precision(device, amp)
     history = History()
     saves = _Checkpoints(checkpoint, lead, model=model, optimizers=optimizers, schedulers=schedulers,
                          scaler=scaler, history=history, stopper=stopper)
     _place(model, device, channels_last)  # before resuming: optimiser state follows its parameters
     start_epoch = saves.resume(say=verbose) if resume else 0
-    steps = _StepCount(_steps_per_epoch(train_loader), start_epoch, max_steps)
+    steps = _StepCount(_steps_per_epoch(train_loader), start_epoch, max_steps, dry_run)
     if _nothing_to_train(start_epoch, epochs, stopper, steps, saves.path, lead):
         stopper.restore(model)
         return history
@@ -293,16 +293,39 @@ def _display(quiet, progress, live_plot, verbose):
     return (False, False, False) if quiet else (progress, live_plot, verbose)
 
 
+def _dry_run(epochs, lead):
+    """(epochs, steps per epoch or None) under $CNNLIB_MAX_STEPS / $CNNLIB_MAX_EPOCHS, said in one line."""
+    steps, most_epochs = config.max_steps(), config.max_epochs()
+    if most_epochs is not None:
+        epochs = min(epochs, most_epochs)
+    if lead and (steps is not None or most_epochs is not None):
+        print(f"dry run (CNNLIB_MAX_STEPS={steps}, CNNLIB_MAX_EPOCHS={most_epochs}): at most {epochs} epochs "
+              f"of {steps or 'all'} steps, evaluation on {steps or 'all'} batches")
+    return epochs, steps
+
+
 def _channels_last(device, channels_last):
     """NHWC convolutions are faster on CUDA and on x86 CPUs (oneDNN), not on MPS."""
     return device.type in ("cuda", "cpu") if channels_last is None else channels_last
 
 
+def _precision(device, amp):
+    """The autocast dtype (None: float32) and a GradScaler, enabled for fp16 only (else a no-op)."""
+    dtype = _autocast(device, amp)
+    return dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+
 def _autocast(device, amp):
-    """bf16 autocast on CUDA where supported, else fp16 (with a GradScaler); none on CPU."""
+    """bf16 autocast on GPUs that run it natively, else fp16 (with a GradScaler); none on CPU.
+
+    Native bf16 needs compute capability 8.0 (A100, L4, H100). A T4 (7.5) says it supports bf16
+    (torch emulates it), but its convolutions then leave cuDNN for a slow fallback: fp16 there.
+    """
     if not amp or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if torch.version.hip:  # AMD GPUs that run torch run bf16
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
 
 
 class _Checkpoints:
@@ -422,22 +445,25 @@ def _split(out):
 
 
 class _StepCount:
-    """Optimiser steps so far, and how many this epoch may take under max_steps."""
+    """Optimiser steps so far, and how many this epoch may take (max_steps, a dry run's cap)."""
 
-    def __init__(self, per_epoch, start_epoch, max_steps):
-        self.per_epoch, self.max_steps = per_epoch, max_steps
+    def __init__(self, per_epoch, start_epoch, max_steps, cap=None):
+        if cap is not None:
+            per_epoch = cap if per_epoch is None else min(per_epoch, cap)
+        self.per_epoch, self.max_steps, self.cap = per_epoch, max_steps, cap
         self.done = start_epoch * per_epoch if per_epoch is not None else 0
 
     def this_epoch(self):
-        """Steps in this epoch (None when the loader has no length and there is no limit)."""
-        if self.max_steps is None:
-            return self.per_epoch
-        left = self.max_steps - self.done
-        return left if self.per_epoch is None else min(left, self.per_epoch)
+        """Steps in this epoch (None when the loader has no length and nothing limits it)."""
+        return self.per_epoch if self.limit is None or self.per_epoch is None else min(self.limit, self.per_epoch)
 
     @property
     def limit(self):
-        return None if self.max_steps is None else max(self.max_steps - self.done, 0)
+        """At most this many steps now (None: the whole epoch)."""
+        if self.max_steps is None:
+            return self.cap
+        left = max(self.max_steps - self.done, 0)
+        return left if self.cap is None else min(left, self.cap)
 
     @property
     def spent(self):
@@ -527,7 +553,10 @@ def _check_finite(losses, first_step, epoch):
 
 
 def _step_schedulers(schedulers, now=True):
-    if now:
+    if not now:
+        return
+    with warnings.catch_warnings():  # fp16: the GradScaler skips the first steps while it finds its scale
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
         for s in schedulers:
             s.step()
 
@@ -562,7 +591,7 @@ def _evaluate(model, loader, loss_fn, *, device, amp_dtype, channels_last, dist)
     model.eval()
     sums, seen = {}, 0
     with torch.no_grad(), _amp_context(device, amp_dtype):
-        for batch in loader:
+        for batch in itertools.islice(loader, config.max_steps()):  # a dry run evaluates a few batches
             batch = _to_device(batch, device, channels_last)
             loss, metrics = _split(loss_fn(model, batch))
             n = _batch_size(batch)

@@ -649,3 +649,78 @@ def test_early_stopping_off_never_stops_and_keeps_nothing():
     for value in (1.0, 2.0, 3.0, 4.0):
         assert stopper.update({"val_loss": value}, model) is False
     assert not stopper.stopped and stopper.best_state is None and stopper.state_dict() is None
+
+
+# The GPU's choices, decided on a CPU with torch.cuda's answers patched in.
+@pytest.mark.parametrize("gpu,capability,expected", [("T4", (7, 5), torch.float16), ("V100", (7, 0), torch.float16),
+                                                     ("A100", (8, 0), torch.bfloat16), ("H100", (9, 0), torch.bfloat16)])
+def test_bf16_only_where_the_gpu_runs_it_else_fp16_with_a_scaler(monkeypatch, gpu, capability, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # a T4 says so too
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    dtype, scaler = train._precision(torch.device("cuda", 0), amp=True)
+    assert dtype == expected and scaler.is_enabled() == (expected == torch.float16)
+    assert train._precision(torch.device("cuda", 0), amp=False)[0] is None
+    assert train._precision(torch.device("cpu"), amp=True)[0] is None
+
+
+def test_a_step_the_scaler_skips_does_not_warn_about_the_scheduler():
+    """fp16 on a T4: GradScaler skips the first steps while it finds its scale; a per-step
+    scheduler stepped after them must not make torch warn that the optimiser never stepped."""
+    import warnings
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127)  # the scaled gradients overflow
+    def steep(model, batch):
+        return 1e3 * train.classification_loss(model, batch)[0]
+
+    step = train._eager_step(model, [opt], loss_fn=steep, train_step=None, device="cpu",
+                             amp_dtype=None, scaler=scaler, clip_grad_norm=None, schedulers=[sched],
+                             autocast_cache=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    batch = next(iter(loaders()[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step(train._to_device(batch, "cpu", False))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the step was skipped
+    assert scaler.get_scale() < 2.0 ** 127 and sched.last_epoch == 1
+
+
+# CNNLIB_MAX_STEPS: every page's schedule in a few steps (a dry run).
+def test_a_dry_run_caps_steps_epochs_and_evaluation(monkeypatch, capsys):
+    monkeypatch.setenv("CNNLIB_MAX_STEPS", "3")
+    model = small_net()
+    tr, _ = loaders()  # 8 steps an epoch
+    te = data.TensorLoader(*blobs(128, 1), 16, device="cpu")  # 8 batches
+    trained, evaluated = [], []
+
+    def counted(model, batch):
+        (trained if model.training else evaluated).append(1)
+        return train.classification_loss(model, batch)
+
+    hist = fit(model, tr, te, epochs=20, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=counted,
+               quiet=True)
+    assert len(hist) == 2 and len(trained) == 2 * 3 and len(evaluated) == 2 * 3
+    assert capsys.readouterr().out.startswith("dry run (CNNLIB_MAX_STEPS=3, CNNLIB_MAX_EPOCHS=2)")
+    evaluated.clear()
+    train.evaluate(model, te, counted)
+    assert len(evaluated) == 3
+    monkeypatch.setenv("CNNLIB_MAX_EPOCHS", "4")
+    assert len(fit(model, tr, epochs=20, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), quiet=True)) == 4
+    monkeypatch.setenv("CNNLIB_MAX_STEPS", "two")
+    with pytest.raises(ValueError, match=r"CNNLIB_MAX_STEPS='two' must be a positive whole number"):
+        fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), quiet=True)
+
+
+def test_without_a_dry_run_nothing_is_capped_or_said(monkeypatch, capsys):
+    monkeypatch.delenv("CNNLIB_MAX_STEPS", raising=False)
+    monkeypatch.delenv("CNNLIB_MAX_EPOCHS", raising=False)
+    model = small_net()
+    tr, te = loaders()
+    calls = []
+    hist = fit(model, tr, epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+               loss_fn=counting_loss(calls), quiet=True)
+    assert len(hist) == 3 and len(calls) == 3 * 8 and capsys.readouterr().out == ""
