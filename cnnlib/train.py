@@ -78,7 +78,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
         Metrics are numbers or 1-element tensors, one per batch.
     train_step(batch): replaces the whole step (then `optimizer` is only checkpointed).
     eval_fn(model, batch): validation metrics of a batch (default: loss_fn's loss and metrics).
-    amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler).
+    amp: mixed precision on CUDA: bf16 on GPUs that run it natively (compute capability 8.0 on:
+        A100, L4, H100), else fp16 with a GradScaler (a T4).
     channels_last: NHWC memory layout (default: on for CUDA and CPU, off for MPS).
     compile: train a torch.compile'd model (the weights stay the given model's).
     cuda_graph: "auto" replays the step as a CUDA graph where that is safe: on CUDA, for
