@@ -118,12 +118,12 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
                          scaler=scaler, history=history, stopper=stopper)
     _place(model, device, channels_last)  # before resuming: optimiser state follows its parameters
     start_epoch = saves.resume(say=verbose) if resume else 0
-    steps = _StepCount(_steps_per_epoch(train_loader), start_epoch, max_steps, dry_run)
+    net = _network(model, device, dist, compile, train_loader, val_loader)  # what trains: DDP, compiled
+    steps = _StepCount(_steps_per_epoch(train_loader), start_epoch, max_steps, dry_run)  # this rank's share
     if _nothing_to_train(start_epoch, epochs, stopper, steps, saves.path, lead):
         stopper.restore(model)
         return history
 
-    net = _network(model, device, dist, compile, train_loader, val_loader)  # what trains: DDP, compiled
     step = _make_stepper(net, model, optimizers, device=device, cuda_graph=cuda_graph, compile=compile,
                          dist=dist, loss_fn=loss_fn, train_step=train_step, amp_dtype=amp_dtype,
                          scaler=scaler, clip_grad_norm=clip_grad_norm, schedulers=schedulers,
