@@ -8,6 +8,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import arith, budget, config, data, models, plot, train
 from .train import evaluate, fit, predict, seed_everything
 
+__all__ = ["arith", "budget", "config", "data", "evaluate", "fit", "models", "plot", "predict",
+           "seed_everything", "setup", "train"]
+
 __version__ = "0.1.0"
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils import _pytree as pytree
 
 FORMAT, VERSION = "cnnlib-checkpoint", 2
 FRESH = "to start fresh instead, pass resume=False or delete the file"
@@ -53,14 +54,25 @@ def rng_state():
 
 
 def set_rng_state(state):
+    """Put back what rng_state() returned, its tensors from any device (torch's setters take CPU ones)."""
     version, ints, gauss = state["python"]
     random.setstate((version, tuple(ints), gauss))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():  # a run saved on more GPUs than this machine has
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"][:torch.cuda.device_count()]])
+
+
+@contextlib.contextmanager
+def rng_preserved():
+    """Run the block, then put every random number generator back as it was (Python, NumPy, torch, CUDA)."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 # What the run was: checked on resume before anything is restored.
@@ -90,7 +102,8 @@ def check_compatible(state, model, optimizers=()):
     """Raise if the checkpoint does not fit model and optimisers; else list differing hyperparameters."""
     saved = state["run"]
     mine = describe(model, optimizers)
-    short = lambda name: name.rsplit(".", 1)[-1]
+    def short(name):
+        return name.rsplit(".", 1)[-1]
     if saved["model_class"] != mine["model_class"]:
         raise CheckpointError(f"the checkpoint holds a {short(saved['model_class'])}, but the model is a "
                               f"{short(mine['model_class'])}; {FRESH}")
@@ -184,7 +197,7 @@ def save(path, *, epoch, model, optimizers, schedulers=(), scaler=None, history=
         "model": model.state_dict(),
         "optimizers": [opt.state_dict() for opt in optimizers],
         "schedulers": [s.state_dict() for s in schedulers],
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "scaler": (scaler.state_dict() or None) if scaler is not None else None,  # a disabled one: {}
         "history": history.state_dict() if history is not None else None,
         "rng": rng_state(),
         "extra": extra or {},
@@ -219,20 +232,18 @@ def _write_failed(path, state, err):
 
 
 def _tensors(obj):
-    if torch.is_tensor(obj):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v)
+    return [v for v in pytree.tree_leaves(obj) if torch.is_tensor(v)]
 
 
 # Reading.
 
-def read(path, map_location=None):
-    """The checkpoint's contents, read safely; a clear error for a foreign, old or damaged file."""
+def read(path, map_location="cpu"):
+    """The checkpoint's contents, read safely; a clear error for a foreign, old or damaged file.
+
+    Read onto the CPU: restore() puts each tensor where it belongs (load_state_dict copies the
+    weights onto the model's device, an optimiser moves its state to its parameters'), and the
+    random number generators' states must be CPU tensors.
+    """
     path = _path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -253,13 +264,20 @@ def read(path, map_location=None):
 
 
 def restore(state, *, model, optimizers=(), schedulers=(), scaler=None, history=None):
-    """Put a read checkpoint into the given objects (check_compatible first)."""
+    """Put a read checkpoint into the given objects (check_compatible first).
+
+    The optimisers keep their own implementation switches (capturable, fused, foreach): a run
+    saved on a GPU, where fit's CUDA graph may have made Adam capturable, resumes on a CPU.
+    """
     model.load_state_dict(state["model"])
     for opt, s in zip(optimizers, state["optimizers"]):
+        switches = [{k: g[k] for k in _SWITCHES - {"params", "initial_lr"} if k in g} for g in opt.param_groups]
         opt.load_state_dict(s)
+        for group, own in zip(opt.param_groups, switches):
+            group.update(own)
     for sched, s in zip(schedulers, state["schedulers"]):
         sched.load_state_dict(s)
-    if scaler is not None and state["scaler"] is not None:
+    if scaler is not None and state["scaler"]:  # a disabled GradScaler saves {}
         scaler.load_state_dict(state["scaler"])
     if history is not None and state["history"] is not None:
         history.load_state_dict(state["history"])
@@ -267,15 +285,16 @@ def restore(state, *, model, optimizers=(), schedulers=(), scaler=None, history=
     return state
 
 
-def load(path, *, model, optimizers=(), schedulers=(), scaler=None, history=None, map_location=None):
+def load(path, *, model, optimizers=(), schedulers=(), scaler=None, history=None, map_location="cpu", say=True):
     """Read, check, then restore everything `save` wrote; returns the whole state dict.
 
-    Hyperparameters that differ from the given optimisers' are printed on one line; the
-    checkpoint's values win.
+    fit(resume=True) resumes through here. Hyperparameters that differ from the given
+    optimisers' are printed on one line (unless say=False); the checkpoint's values win.
     """
     state = read(path, map_location)
     differences = check_compatible(state, model, optimizers)
-    if differences:
-        print(f"resume: {', '.join(differences)}; the checkpoint's values win ({FRESH})")
+    if differences and say:
+        print(f"resume: {', '.join(differences)}: the checkpoint's values win "
+              f"(to use the given ones, start fresh: resume=False or delete {path})")
     return restore(state, model=model, optimizers=optimizers, schedulers=schedulers, scaler=scaler,
                    history=history)

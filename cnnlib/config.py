@@ -6,6 +6,12 @@
 | CNNLIB_BUDGET     | smoke, cpu or full                        | full on CUDA, cpu otherwise      |
 | CNNLIB_DOWNLOAD   | 0/false/no/off forbid downloads (CI)      | 1                                |
 | CNNLIB_DEVICE     | force a device (cpu, cuda, cuda:N, mps)   | cuda, then mps, then cpu         |
+| CNNLIB_MAX_STEPS  | a dry run: every fit at most N steps per  | unset (no cap)                   |
+|                   | epoch, evaluation on N batches            |                                  |
+| CNNLIB_MAX_EPOCHS | a dry run: every fit at most N epochs     | 2 when CNNLIB_MAX_STEPS is set   |
+
+The two caps run every notebook's schedule (``CNNLIB_BUDGET=full`` on a CPU included) in a few
+steps, to catch what only that schedule configures: shapes, batch sizes, data-set sizes.
 """
 import os
 from pathlib import Path
@@ -85,3 +91,23 @@ def describe() -> str:
     dev = device()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
     return f"budget: {budget_name()} | device: {name} | torch {torch.__version__}"
+
+
+def max_steps():
+    """$CNNLIB_MAX_STEPS: the steps per epoch (and evaluation batches) of a dry run; None when unset."""
+    return _positive_setting("CNNLIB_MAX_STEPS")
+
+
+def max_epochs():
+    """$CNNLIB_MAX_EPOCHS: the epochs of a dry run; 2 when only CNNLIB_MAX_STEPS is set, else None."""
+    epochs = _positive_setting("CNNLIB_MAX_EPOCHS")
+    return 2 if epochs is None and max_steps() is not None else epochs
+
+
+def _positive_setting(name):
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r} must be a positive whole number (or unset)")
+    return int(value)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import torchvision
 
 from . import config
+from ._validate import positive_int
 
 FASHION_MNIST_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                          "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -122,8 +123,8 @@ def _check_resize(resize):
 
 
 def _check_size(name, size):
-    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
-        raise ValueError(f"{name} must be a positive integer (or None for the whole split), got {size!r}")
+    if size is not None:
+        positive_int(name, size, also=" (or None for the whole split)")
 
 
 class TensorLoader:

@@ -32,15 +32,7 @@ class History:
 
     def best(self, key, mode=None):
         """The row where `key` is best: mode "min" or "max" (inferred for losses and accuracies)."""
-        if mode is None:
-            if "loss" in key:
-                mode = "min"
-            elif key.endswith("acc"):
-                mode = "max"
-            else:
-                raise ValueError(f"which way is better for {key!r}? pass mode='min' or mode='max'")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        mode = direction(key, mode)
         rows = [r for r in self.rows if r.get(key) is not None]
         pick = min if mode == "min" else max
         return pick(rows, key=lambda r: r[key])
@@ -94,6 +86,24 @@ class History:
             axes[0].figure.suptitle(title)
         axes[0].figure.tight_layout()
         return axes[0].figure
+
+
+def direction(key, mode=None, what="History.best"):
+    """"min" or "max": which way is better for the metric `key` (fit's early stopping asks too).
+
+    Given a mode, it is checked; else a name with "loss" in it (val_loss, val_loss_g) is better
+    low, and a name ending in "acc" (val_acc) is better high.
+    """
+    if mode is None:
+        if "loss" in key:
+            return "min"
+        if key.endswith("acc"):
+            return "max"
+        raise ValueError(f"{what} cannot tell whether {key!r} is better lower or higher: pass mode='min' "
+                         "or mode='max' (inferred only for names with 'loss' in them or ending in 'acc')")
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    return mode
 
 
 def _fmt(v):

@@ -184,10 +184,6 @@ OPTIMIZERS = {
 }
 
 
-class _RangeTestOver(Exception):
-    """Raised inside fit's loop to end the range test (enough steps, or the loss diverged)."""
-
-
 def lr_range_test(model, loader, make_optimizer, *, start=1e-6, end=10.0, steps=100,
                   diverge=4.0, beta=0.9, loss_fn=None, device=None):
     """Train with a learning rate that grows geometrically from `start` to `end`, one step each.
@@ -196,7 +192,7 @@ def lr_range_test(model, loader, make_optimizer, *, start=1e-6, end=10.0, steps=
     once the smoothed loss (see ``smooth``) exceeds `diverge` times its lowest value so far, or
     a loss is not finite. The model's weights are put back afterwards, so the test leaves no
     trace. ``make_optimizer(params, lr)`` builds the optimiser; the steps run through
-    ``cnnlib.fit``.
+    ``cnnlib.fit`` (``max_steps=steps``), whose remaining steps do nothing once the loss diverged.
     """
     from .train import classification_loss, fit  # train imports nothing from here
     loss_fn = loss_fn or classification_loss
@@ -206,24 +202,28 @@ def lr_range_test(model, loader, make_optimizer, *, start=1e-6, end=10.0, steps=
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: growth ** i)
     lrs, losses = [], []
 
-    def recording_loss(m, batch):
-        if len(losses) == steps:
-            raise _RangeTestOver
-        out = loss_fn(m, batch)
-        value = (out[0] if isinstance(out, tuple) else out).item()  # one sync a step: fine for a probe
+    over = []  # holds True once the loss diverged: fit's remaining steps then do nothing
+
+    def probe(batch):  # one step at the next rate, its loss recorded (one sync a step: fine for a probe)
+        if over:
+            return {}
+        out = loss_fn(model, batch)
+        loss = out[0] if isinstance(out, tuple) else out
         lrs.append(optimizer.param_groups[0]["lr"])
-        losses.append(value)
+        losses.append(loss.item())
         smoothed = smooth(losses, beta)
-        if not math.isfinite(value) or smoothed[-1] > diverge * min(smoothed):
-            raise _RangeTestOver
-        return out
+        if not math.isfinite(losses[-1]) or smoothed[-1] > diverge * min(smoothed):
+            over.append(True)  # the step at the rate that diverged is not taken
+            return {}
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        scheduler.step()
+        return {}
 
     try:
-        fit(model, loader, epochs=math.ceil((steps + 1) / len(loader)), optimizer=optimizer,
-            scheduler=scheduler, scheduler_interval="step", loss_fn=recording_loss, device=device,
-            amp=False, cuda_graph=False, progress=False, live_plot=False, verbose=False)
-    except _RangeTestOver:
-        pass
+        fit(model, loader, epochs=math.ceil(steps / len(loader)), max_steps=steps, optimizer=optimizer,
+            train_step=probe, device=device, amp=False, cuda_graph=False, quiet=True)
     finally:
         model.load_state_dict(saved)
     return lrs, losses

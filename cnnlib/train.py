@@ -10,12 +10,15 @@ What a step does is the caller's choice, at two depths:
   optimiser step (classification by default; a detector returns its summed loss and parts).
 - ``train_step(batch) -> {name: value}``: the caller does everything inside the step
   (a GAN's two optimisers); fit still runs the epochs, checkpoints, history and progress.
+
+The file reads top to bottom: fit, evaluate and predict, then the helpers they call. The CUDA
+graph lives in cuda_graph.py, data parallelism (torchrun) in distributed.py.
+Taught in: chapters/00_introduction/02_lenet_end_to_end.ipynb, used by every chapter after it.
 """
 import contextlib
-import copy
 import functools
+import itertools
 import numbers
-import os
 import random
 import time
 import warnings
@@ -24,13 +27,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils import _pytree as pytree
 
 from . import checkpoint as ckpt
-from . import config
-from .history import History
+from . import config, distributed
+from ._validate import positive_int
+from .cuda_graph import Stepper, graph_safe, should_capture
+from .history import History, direction
 from .progress import Progress
+
+# The fast path's pieces under the names fit looks up when it runs (tests replace them to
+# exercise the CUDA-graph self-check on a CPU), and two that older tests reach through train.
+from .cuda_graph import blocker as _graph_blocker, capture as _capture_cuda_graph
+from .cuda_graph import clone as _clone, disagrees as _graph_disagrees  # noqa: F401
+from .distributed import shard as _shard  # noqa: F401
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -44,6 +55,7 @@ def seed_everything(seed=0):
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+@graph_safe
 def classification_loss(model, batch):
     """Cross-entropy and accuracy of a batch (x, y): the default for fit and evaluate."""
     x, y = batch
@@ -52,173 +64,12 @@ def classification_loss(model, batch):
     return loss, {"acc": (logits.argmax(dim=1) == y).float().mean()}
 
 
-def _split(out):
-    return out if isinstance(out, tuple) else (out, {})
-
-
-def _batch_size(batch):
-    first = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return len(first) if torch.is_tensor(first) else len(next(iter(first.values())))
-
-
-def _to_device(batch, device, channels_last):
-    """Move a batch (tensor, tuple/list or dict of them) to `device`, images as channels_last."""
-    if torch.is_tensor(batch):
-        batch = batch.to(device, non_blocking=True)
-        if channels_last and batch.ndim == 4 and batch.is_floating_point():
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_to_device(b, device, channels_last) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
-    return batch
-
-
-def _autocast(device, amp):
-    """bf16 autocast on CUDA where supported, else fp16 (with a GradScaler); none on CPU."""
-    if not amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _amp_context(device, dtype, cache=True):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
-
-
-def _distributed():
-    """(rank, world_size) under torchrun, initialising the process group once; else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _all_reduce(tensors):
-    import torch.distributed as dist
-    for t in tensors:
-        dist.all_reduce(t)
-
-
-def _unwrap(model):
-    model = getattr(model, "module", model)       # DistributedDataParallel
-    return getattr(model, "_orig_mod", model)     # torch.compile
-
-
-def _graph_blocker(device, *, train_step, scheduler, scaler, compiled, dist, model):
-    """Why the training step cannot be captured as a CUDA graph, or None if it can."""
-    if device.type != "cuda":
-        return "CUDA graphs need a CUDA device"
-    if train_step is not None:
-        return "a custom train_step may do anything between kernels"
-    if scheduler:  # the optimiser's step reads the learning rate as a number baked into the graph
-        return "an LR scheduler changes the learning rate, which the captured step would not see"
-    if scaler is not None:
-        return "fp16 loss scaling skips steps on the host"
-    if compiled:
-        return "torch.compile manages its own graphs"
-    if dist is not None:
-        return "DistributedDataParallel synchronises on the host"
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None for m in model.modules()):
-        return "cumulative BatchNorm statistics count batches on the host"
-    return None
-
-
-def _capture_cuda_graph(step, batch, model, optimizers):
-    """Record one whole training step (forward, backward, optimiser) as a CUDA graph.
-
-    Returns (replay, static_batch): copy a batch into static_batch, call replay(), read the
-    metrics it returns. Capture needs a few warm-up steps on a side stream; they are undone
-    afterwards (weights, buffers and optimiser state put back, state that the warm-up created
-    zeroed, which equals a fresh SGD, momentum SGD or Adam), so the graph path trains on exactly
-    the same steps as the eager path. If capture fails, the state is put back all the same.
-    """
-    saved_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    saved_opt = [{id(v): v.detach().clone() for st in opt.state.values() for v in st.values()
-                  if torch.is_tensor(v)} for opt in optimizers]
-    flags = [[g.get("capturable") for g in opt.param_groups] for opt in optimizers]
-    for opt in optimizers:  # Adam and friends must keep their step counts on the GPU
-        for g in opt.param_groups:
-            if "capturable" in g:
-                g["capturable"] = True
-    static_batch = _clone(batch)
-    rng = _rng_states()  # the warm-up steps' dropout must not shift the random numbers of training
-    ok = False
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                step(static_batch)
-        torch.cuda.current_stream().wait_stream(side)
-        for opt in optimizers:  # grads must be None so the graph allocates them in its own pool
-            opt.zero_grad(set_to_none=True)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_metrics = step(static_batch, zero_grad=False)
-        ok = True
-    finally:
-        torch.cuda.synchronize()
-        _set_rng_states(rng)
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                v.copy_(saved_model[k])
-            for opt, saved, groups in zip(optimizers, saved_opt, flags):
-                for st in opt.state.values():
-                    for v in st.values():
-                        if torch.is_tensor(v):
-                            v.copy_(saved[id(v)]) if id(v) in saved else v.zero_()
-                if not ok:
-                    for g, flag in zip(opt.param_groups, groups):
-                        if flag is not None:
-                            g["capturable"] = flag
-
-    def replay():
-        graph.replay()
-        return static_metrics
-
-    return replay, static_batch
-
-
-def _clone(batch):
-    if torch.is_tensor(batch):
-        return batch.clone()
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_clone(b) for b in batch)
-    return {k: _clone(v) for k, v in batch.items()}
-
-
-def _same_shapes(static, batch):
-    if torch.is_tensor(static):
-        return static.shape == batch.shape
-    if isinstance(static, dict):
-        return static.keys() == batch.keys() and all(_same_shapes(static[k], batch[k]) for k in static)
-    return len(static) == len(batch) and all(_same_shapes(s, b) for s, b in zip(static, batch))
-
-
-def _copy_into(static, batch):
-    if torch.is_tensor(static):
-        static.copy_(batch, non_blocking=True)
-    elif isinstance(static, dict):
-        for k in static:
-            _copy_into(static[k], batch[k])
-    else:
-        for s, b in zip(static, batch):
-            _copy_into(s, b)
-
-
 def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, scheduler=None,
         loss_fn=classification_loss, train_step=None, eval_fn=None, scheduler_interval="epoch",
         device=None, amp=True, channels_last=None, compile=False, cuda_graph="auto",
         clip_grad_norm=None, checkpoint=None, resume=False, early_stopping=None,
         monitor="val_loss", restore_best=True, progress=None, live_plot=None,
-        check_every=50, verbose=True, mode=None, on_epoch_end=None):
+        check_every=50, verbose=True, mode=None, on_epoch_end=None, quiet=False, max_steps=None):
     """Train `model` for `epochs` epochs; returns its History (one row per epoch).
 
     train_loader / val_loader: any iterable of batches (a cnnlib loader, a torch DataLoader, a list).
@@ -227,17 +78,25 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
         Metrics are numbers or 1-element tensors, one per batch.
     train_step(batch): replaces the whole step (then `optimizer` is only checkpointed).
     eval_fn(model, batch): validation metrics of a batch (default: loss_fn's loss and metrics).
-    amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler).
+    amp: mixed precision on CUDA: bf16 on GPUs that run it natively (compute capability 8.0 on:
+        A100, L4, H100), else fp16 with a GradScaler (a T4).
     channels_last: NHWC memory layout (default: on for CUDA and CPU, off for MPS).
-    cuda_graph: "auto" captures the step on CUDA when it is safe (see _graph_blocker) and checks
-        the first replay against an eager step; True insists (and says why not), False stays eager.
+    compile: train a torch.compile'd model (the weights stay the given model's).
+    cuda_graph: "auto" replays the step as a CUDA graph where that is safe: on CUDA, for
+        classification_loss and losses marked @graph_safe; the first replay is checked against
+        an eager step. True insists for any loss (and says why not), False stays eager.
+    clip_grad_norm: rescale the gradients to at most this total norm before each step.
     checkpoint: a file written after every epoch; resume=True continues from it (the checkpoint's
         optimiser state and learning rate win over the given ones; differences are printed).
     early_stopping: stop after this many epochs without improvement in `monitor`; mode "min" or
-        "max" says which way is better (inferred for names ending in loss or acc);
+        "max" says which way is better (inferred for names with "loss" or ending in "acc");
         restore_best puts the best epoch's weights back.
+    max_steps: stop after this many optimiser steps in all (a resumed run counts its earlier
+        epochs); the last epoch may then be a partial one.
     check_every: steps between checks for a non-finite loss (each is one host sync).
-    verbose: print one line per epoch (in a notebook the live display shows it instead).
+    quiet: no progress, no live plot, no lines (the same as progress=False, live_plot=False,
+        verbose=False). verbose: print one line per epoch (in a notebook the live display
+        shows it instead).
     on_epoch_end(epoch, history): called after each epoch (1, 2, ...) to look at the model:
         samples, plots. Its random draws are undone, so looking never changes the run.
 
@@ -246,53 +105,32 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     reduced over ranks, and only rank 0 writes checkpoints and shows progress.
     """
     optimizers, schedulers = _as_list(optimizer), _as_list(scheduler)
-    _check_arguments(epochs=epochs, check_every=check_every, scheduler_interval=scheduler_interval,
-                     optimizers=optimizers, train_step=train_step, early_stopping=early_stopping)
-    stopper = EarlyStopping(early_stopping, monitor, _direction(monitor, mode), restore_best) \
-        if early_stopping is not None else None
-    _check_optimizers(model, optimizers, warn=train_step is None)
-    device = torch.device(device or config.device())
-    dist = _distributed()
-    rank = dist[0] if dist else 0
-    if dist and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if channels_last is None:  # NHWC convolutions are faster on CUDA and on x86 CPUs (oneDNN)
-        channels_last = device.type in ("cuda", "cpu")
-    checkpoint = Path(checkpoint).expanduser() if checkpoint else None
-    if checkpoint and rank == 0:
-        ckpt.check_writable(checkpoint)
-
-    _place(model, device, channels_last)  # before resuming: optimiser state follows its parameters
-    amp_dtype = _autocast(device, amp)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    _check_arguments(model, optimizers, epochs=epochs, check_every=check_every, max_steps=max_steps,
+                     scheduler_interval=scheduler_interval, train_step=train_step, cuda_graph=cuda_graph)
+    stopper = EarlyStopping.watching(monitor, early_stopping, mode, restore_best)
+    device, dist = distributed.setup(torch.device(device or config.device()), train_step)
+    lead = dist is None or dist[0] == 0  # the process that writes and speaks
+    epochs, dry_run = _dry_run(epochs, lead)  # CNNLIB_MAX_STEPS: every page's schedule, a few steps each
+    progress, live_plot, verbose = _display(quiet or not lead, progress, live_plot, verbose)
+    channels_last, (amp_dtype, scaler) = _channels_last(device, channels_last), _precision(device, amp)
     history = History()
-    start_epoch = 0
-    if resume and checkpoint and checkpoint.exists():
-        start_epoch = _resume(checkpoint, model, optimizers, schedulers, scaler, history, stopper,
-                              device=device, say=verbose and rank == 0)
-    elif resume and verbose and rank == 0:
-        print(f"resume: no checkpoint at {checkpoint} yet; training from the start")
-    if start_epoch >= epochs or (stopper and stopper.stopped):
-        if rank == 0:
-            print(f"resume: {checkpoint} already holds {start_epoch} epochs"
-                  f"{' (early stopping had stopped the run)' if stopper and stopper.stopped else ''}; "
-                  f"nothing to train for epochs={epochs}: returning its history")
-        if stopper:
-            stopper.restore(model)
+    saves = _Checkpoints(checkpoint, lead, model=model, optimizers=optimizers, schedulers=schedulers,
+                         scaler=scaler, history=history, stopper=stopper)
+    _place(model, device, channels_last)  # before resuming: optimiser state follows its parameters
+    start_epoch = saves.resume(say=verbose) if resume else 0
+    net = _network(model, device, dist, compile, train_loader, val_loader)  # what trains: DDP, compiled
+    steps = _StepCount(_steps_per_epoch(train_loader), start_epoch, max_steps, dry_run)  # this rank's share
+    if _nothing_to_train(start_epoch, epochs, stopper, steps, saves.path, lead):
+        stopper.restore(model)
         return history
 
-    if dist:
-        model = _data_parallel(model, device, dist, train_loader, val_loader)
-    net = torch.compile(model) if compile else model
-    steps = _steps_per_epoch(train_loader)
     step = _make_stepper(net, model, optimizers, device=device, cuda_graph=cuda_graph, compile=compile,
                          dist=dist, loss_fn=loss_fn, train_step=train_step, amp_dtype=amp_dtype,
                          scaler=scaler, clip_grad_norm=clip_grad_norm, schedulers=schedulers,
                          scheduler_interval=scheduler_interval)
-    bar = Progress(epochs, enabled=progress if rank == 0 else False,
-                   live_plot=live_plot if rank == 0 else False, summary=verbose and rank == 0)
-    saved_epoch = start_epoch if start_epoch else None  # what the checkpoint file holds
-    steps_done = start_epoch * steps if steps is not None else 0
+    evaluate_net = functools.partial(_evaluate, net, val_loader, eval_fn or loss_fn, device=device,
+                                     amp_dtype=amp_dtype, channels_last=channels_last, dist=dist)
+    bar = Progress(epochs, enabled=progress, live_plot=live_plot, summary=verbose)
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, epochs):
@@ -300,279 +138,86 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
             lr = optimizers[0].param_groups[0]["lr"] if optimizers else None  # the rate this epoch trains with
             _set_epoch(train_loader, epoch)
             net.train()
-            bar.start_epoch(epoch, steps)
-            sums, seen, n_steps = _train_epoch(train_loader, step, device=device, channels_last=channels_last,
-                                               check_every=check_every, first_step=steps_done, epoch=epoch,
-                                               bar=bar)
-            if n_steps == 0:
-                raise ValueError(f"the training loader gave no batches in epoch {epoch + 1}: nothing was trained")
-            steps_done += n_steps
-            if scheduler_interval == "epoch":
-                for s in schedulers:
-                    s.step()
-            row, seen = _train_row(epoch, sums, seen, dist, device)
-            t_train = time.perf_counter() - t0
-            if val_loader is not None:
-                val = evaluate(net, val_loader, eval_fn or loss_fn, device=device, amp=amp,
-                               channels_last=channels_last, _dist=dist)
-                row.update({f"val_{k}": v for k, v in val.items()})
-            if lr is not None:
-                row["lr"] = lr
-            row["seconds"] = time.perf_counter() - t0
-            row["eval_seconds"] = row["seconds"] - t_train
-            row["examples_per_s"] = seen / t_train
+            bar.start_epoch(epoch, steps.this_epoch())
+            sums, seen = _train_epoch(train_loader, step, steps, device=device, channels_last=channels_last,
+                                      check_every=check_every, epoch=epoch, bar=bar)
+            _step_schedulers(schedulers, scheduler_interval == "epoch")
+            row = _epoch_row(epoch, sums, seen, dist, device, lr, t0, evaluate_net if val_loader is not None else None)
             history.append(**row)
-            stop = stopper.update(row, _unwrap(model)) if stopper else False
-            if checkpoint and rank == 0:
-                with ckpt.hold_interrupts():  # the file and what we report about it change together
-                    ckpt.save(checkpoint, epoch=epoch + 1, model=_unwrap(model), optimizers=optimizers,
-                              schedulers=schedulers, scaler=scaler, history=history,
-                              extra={"early_stopping": stopper.state_dict() if stopper else None})
-                    saved_epoch = epoch + 1
+            stop = stopper.update(row, model)
+            saves.save(epoch + 1)
             bar.end_epoch(history)
             if on_epoch_end is not None:
                 _look(on_epoch_end, epoch + 1, history)
-            if stop:
-                if verbose and rank == 0:
-                    print(f"early stopping: no better {monitor} for {stopper.patience} epochs "
-                          f"(best {stopper.best:.4g}); stopped after epoch {epoch + 1}")
+            if stop and verbose:
+                print(stopper.why(epoch + 1))
+            if stop or steps.spent:
                 break
     except KeyboardInterrupt:
-        if rank == 0:
-            print(f"interrupted during epoch {epoch + 1}: {_on_disk(checkpoint, saved_epoch)}")
+        if lead:
+            print(f"interrupted during epoch {epoch + 1}: {saves.on_disk()}")
         raise
     except NonFiniteLossError as err:
         raise NonFiniteLossError(f"{err} The model's weights in memory are probably NaN now (the bad step "
-                                 f"updated them): {_on_disk(checkpoint, saved_epoch)}; or re-create the "
-                                 "model. A resumed run keeps the checkpoint's learning rate: to try a "
-                                 "smaller one, start fresh (resume=False).") from None
-    if stopper:
-        stopper.restore(_unwrap(model))
+                                 f"updated them): {saves.on_disk()}; or re-create the model. A resumed run "
+                                 "keeps the checkpoint's learning rate: to try a smaller one, start fresh "
+                                 "(resume=False).") from None
+    stopper.restore(model)
     return history
 
 
-def _place(model, device, channels_last):
-    """Move the model to its device and memory layout; on CUDA, the fast kernel settings."""
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
+@torch.no_grad()
+def evaluate(model, loader, loss_fn=classification_loss, *, device=None, amp=True, channels_last=None):
+    """Mean of loss_fn's loss and metrics over every batch of `loader` (one host sync)."""
+    device = torch.device(device or next(model.parameters()).device)
+    return _evaluate(model, loader, loss_fn, device=device, amp_dtype=_autocast(device, amp),
+                     channels_last=_channels_last(device, channels_last), dist=None)
 
 
-def _data_parallel(model, device, dist, train_loader, val_loader):
-    """Under torchrun: each loader keeps this rank's share, the model is wrapped in DDP."""
-    from torch.nn.parallel import DistributedDataParallel
-    _shard(train_loader, *dist)
-    if val_loader is not None:
-        _shard(val_loader, *dist)
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _make_stepper(net, model, optimizers, *, device, cuda_graph, compile, dist, loss_fn, train_step,
-                  amp_dtype, scaler, clip_grad_norm, schedulers, scheduler_interval):
-    """The training step: eager, or a CUDA graph where one is asked for and safe."""
-    blocker = _graph_blocker(device, train_step=train_step, scaler=scaler, compiled=compile, dist=dist,
-                             scheduler=bool(schedulers), model=model)
-    graph_wanted = cuda_graph is True or (cuda_graph == "auto" and blocker is None)
-    if graph_wanted and blocker is not None:
-        print(f"cuda_graph: staying eager, {blocker}")
-        graph_wanted = False
-    make_step = functools.partial(_eager_step, loss_fn=loss_fn, train_step=train_step, device=device,
-                                  amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=clip_grad_norm,
-                                  schedulers=schedulers if scheduler_interval == "step" else [],
-                                  autocast_cache=not graph_wanted)
-    return _Stepper(make_step, net, optimizers, graph_wanted)
-
-
-def _look(callback, epoch, history):
-    """Call callback(epoch, history) with every random number generator put back afterwards."""
-    state = ckpt.rng_state()
-    try:
-        callback(epoch, history)
-    finally:
-        ckpt.set_rng_state(state)
-
-
-def _eager_step(net, optimizers, *, loss_fn, train_step, device, amp_dtype, scaler, clip_grad_norm,
-                schedulers, autocast_cache):
-    """The eager training step of `net` with `optimizers` (the CUDA graph's self-check makes a second)."""
-    def step(batch, zero_grad=True):
-        if train_step is not None:
-            return _as_metrics(train_step(batch), device)
-        with _amp_context(device, amp_dtype, cache=autocast_cache):
-            loss, metrics = _split(loss_fn(net, batch))
-        if zero_grad:
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler else loss).sum().backward()  # sum(): a 1-element loss too
-        if clip_grad_norm is not None:
-            if scaler:
-                for opt in optimizers:
-                    scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), clip_grad_norm)
-        for opt in optimizers:
-            scaler.step(opt) if scaler else opt.step()
-        if scaler:
-            scaler.update()
-        for s in schedulers:  # only those stepped per step
-            s.step()
-        return _as_metrics({"loss": loss, **metrics}, device)
-    return step
-
-
-def _on_disk(checkpoint, saved_epoch):
-    """What a student can go back to, in words."""
-    if not checkpoint:
-        return "nothing is saved (checkpoint=None)"
-    if saved_epoch is None:
-        return f"no checkpoint was written yet ({checkpoint} holds no epoch of this run)"
-    return f"{checkpoint} holds epoch {saved_epoch}; resume=True continues from there"
-
-
-def _resume(path, model, optimizers, schedulers, scaler, history, stopper, *, device, say):
-    """Restore a run from its checkpoint, checking first that it fits; returns the epoch it holds."""
-    state = ckpt.read(path, map_location=device)
-    differences = ckpt.check_compatible(state, _unwrap(model), optimizers)
-    if differences and say:
-        print(f"resume: {', '.join(differences)}: the checkpoint's values win "
-              f"(to use the given ones, start fresh: resume=False or delete {path})")
-    ckpt.restore(state, model=_unwrap(model), optimizers=optimizers, schedulers=schedulers, scaler=scaler,
-                 history=history)
-    saved = state["extra"].get("early_stopping")
-    if stopper and saved:
-        stopper.load_state_dict(saved)
-    if say:
-        print(f"resumed from {path} after epoch {state['epoch']}")
-    return state["epoch"]
-
-
-def _train_epoch(loader, step, *, device, channels_last, check_every, first_step, epoch, bar):
-    """One pass over the training batches: summed metrics (on the device), examples, steps."""
-    sums, seen, pending, i = {}, 0, [], -1
-    for i, batch in enumerate(loader):
-        batch = _to_device(batch, device, channels_last)
-        metrics = step(batch)
-        n = _batch_size(batch)
-        seen += n
-        for k, v in metrics.items():
-            if k in sums:
-                sums[k].add_(v.float(), alpha=n)
-            else:
-                sums[k] = v.float() * n
-        if "loss" in metrics:  # a copy: a CUDA graph's replay overwrites its output tensors
-            pending.append(metrics["loss"].clone())
-        if (i + 1) % check_every == 0:
-            _check_finite(pending, first_step + i + 1 - len(pending), epoch)
-            pending = []
-            if bar.enabled:
-                bar.step(i + 1, sums["loss"].item() / seen if "loss" in sums else None)
-    _check_finite(pending, first_step + i + 1 - len(pending), epoch)
-    return sums, seen, i + 1
-
-
-def _train_row(epoch, sums, seen, dist, device):
-    """The epoch's training metrics as numbers (its one host sync), and the examples seen."""
-    if dist:
-        totals = torch.stack([*sums.values(), torch.tensor(float(seen), device=device)])
-        _all_reduce([totals])
-        sums = dict(zip(sums, totals[:-1]))
-        seen = totals[-1].item()
-    return {"epoch": epoch + 1, **{f"train_{k}": (v / seen).item() for k, v in sums.items()}}, seen
-
-
-class _Stepper:
-    """The training step: eager, or on CUDA a captured graph replayed, checked once against eager."""
-
-    def __init__(self, make_step, model, optimizers, graph_wanted):
-        self.make_step, self.model, self.optimizers = make_step, model, optimizers
-        self.eager = make_step(model, optimizers)
-        self.graph_wanted, self.replay, self.static = graph_wanted, None, None
-
-    def __call__(self, batch):
-        if self.graph_wanted and self.static is None:
-            self.graph_wanted = False  # capture once
-            return self._capture_and_check(batch)
-        if self.static is not None and _same_shapes(self.static, batch):
-            _copy_into(self.static, batch)
-            return self.replay()
-        return self.eager(batch)  # eager, also for an odd-sized batch after capture
-
-    def _capture_and_check(self, batch):
-        try:
-            replay, static = _capture_cuda_graph(self.eager, batch, self.model, self.optimizers)
-        except Exception as err:  # an op that cannot be captured: say so, train eagerly
-            print(f"cuda_graph: capture failed ({type(err).__name__}: {err}); training eagerly")
-            return self.eager(batch)
-        # The first real step runs twice: replayed on the model, eagerly on a copy; they must agree.
-        twin, twin_optimizers = copy.deepcopy((self.model, self.optimizers))
-        twin_step, out = self.make_step(twin, twin_optimizers), {}
-        _copy_into(static, batch)
-        problem = _graph_disagrees(lambda: out.setdefault("graph", replay()),
-                                   lambda: out.setdefault("eager", twin_step(batch)), self.model, twin)
-        if problem is None:
-            self.replay, self.static = replay, static
-            return out["graph"]
-        print(f"cuda_graph: a replayed step differs from the eager step ({problem}); training eagerly")
-        with torch.no_grad():  # keep the eager result
-            self.model.load_state_dict(twin.state_dict())
-        for opt, twin_opt in zip(self.optimizers, twin_optimizers):
-            opt.load_state_dict(twin_opt.state_dict())
-        return out["eager"]
-
-
-def _graph_disagrees(replay, eager, model, twin, rtol=0.05):
-    """Why one replayed step (on `model`) differs from one eager step (on `twin`, a copy), or None.
-
-    Both start from the same weights, optimiser state, batch and random numbers (dropout). What
-    is compared is each parameter's change, not the parameter (a step that does nothing leaves the
-    weights close to right): the changes must agree to rtol of their size, loose enough for bf16
-    and for kernels that sum in another order, tight enough to catch a missing or doubled step.
-    """
-    before = [p.detach().clone() for p in model.parameters()]
-    rng = _rng_states()
-    graph_metrics = replay()
-    _set_rng_states(rng)  # the eager step sees the same dropout masks
-    eager_metrics = eager()
-    for (name, p), p0, q in zip(model.named_parameters(), before, twin.parameters()):
-        graphed, eager_change = (p.detach() - p0).float(), (q.detach() - p0).float()
-        error, size = (graphed - eager_change).norm().item(), eager_change.norm().item()
-        if not error <= rtol * size + 1e-12:  # also catches NaN
-            return f"parameter {name}: change {graphed.norm().item():.3g} vs {size:.3g} eager"
-    a, b = graph_metrics.get("loss"), eager_metrics.get("loss")
-    if a is not None and b is not None and not abs(a.item() - b.item()) <= rtol * abs(b.item()) + 1e-6:
-        return f"loss {a.item():.4g} vs {b.item():.4g} eager"
-    return None
-
-
-def _rng_states():
-    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-
-
-def _set_rng_states(states):
-    torch.set_rng_state(states[0])
-    if states[1] is not None:
-        torch.cuda.set_rng_state_all(states[1])
+@torch.no_grad()
+def predict(model, loader, *, device=None):
+    """(predicted class, true label) for every example of `loader`, on the CPU."""
+    device = torch.device(device or next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    for x, y in loader:
+        preds.append(model(x.to(device)).argmax(dim=1).cpu())
+        labels.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(preds), torch.cat(labels)
 
 
 @dataclass
 class EarlyStopping:
-    """Stop after `patience` epochs without a better `monitor`; remembers the best weights."""
-    patience: int
-    monitor: str
-    mode: str  # "min" or "max"
+    """Stop after `patience` epochs without a better `monitor`; remembers the best weights.
+
+    patience=None is early stopping switched off: it never stops and keeps nothing.
+    """
+    patience: int = None
+    monitor: str = "val_loss"
+    mode: str = "min"  # "min" or "max"
     keep_best: bool = True
     best: float = None
     bad_epochs: int = 0
     best_state: dict = None
 
+    @classmethod
+    def watching(cls, monitor, patience, mode=None, keep_best=True):
+        """fit's early stopping: off when patience is None; the direction checked or inferred."""
+        if patience is None:
+            return cls(None)
+        patience = positive_int("early_stopping (the patience, in epochs)", patience)
+        return cls(patience, monitor, direction(monitor, mode, what="early stopping"), keep_best)
+
     @property
     def stopped(self):
-        return self.bad_epochs >= self.patience
+        return self.patience is not None and self.bad_epochs >= self.patience
 
     def update(self, row, model):
         """Take one epoch's row; True when training should stop."""
+        if self.patience is None:
+            return False
         if self.monitor not in row:
             raise ValueError(f"early stopping monitors {self.monitor!r}, which is not among {list(row)}")
         value = row[self.monitor]
@@ -584,44 +229,46 @@ class EarlyStopping:
             self.bad_epochs += 1
         return self.stopped
 
+    def why(self, epoch):
+        return (f"early stopping: no better {self.monitor} for {self.patience} epochs "
+                f"(best {self.best:.4g}); stopped after epoch {epoch}")
+
     def restore(self, model):
         if self.keep_best and self.best_state is not None:
             model.load_state_dict(self.best_state)
 
     def state_dict(self):
+        if self.patience is None:
+            return None
         return {"best": self.best, "bad_epochs": self.bad_epochs, "best_state": self.best_state}
 
     def load_state_dict(self, state):
-        self.best, self.bad_epochs, self.best_state = state["best"], state["bad_epochs"], state["best_state"]
+        if self.patience is not None and state:
+            self.best, self.bad_epochs, self.best_state = state["best"], state["bad_epochs"], state["best_state"]
 
 
-def _direction(monitor, mode):
-    if mode is None:
-        if monitor.endswith("loss"):
-            return "min"
-        if monitor.endswith("acc"):
-            return "max"
-        raise ValueError(f"early stopping cannot tell whether {monitor!r} should go down or up: pass "
-                         "mode='min' or mode='max' (inferred only for names ending in loss or acc)")
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-    return mode
+# fit's helpers, in the order fit calls them.
+
+def _as_list(x):
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_arguments(*, epochs, check_every, scheduler_interval, optimizers, train_step, early_stopping):
-    _positive_int("epochs", epochs)
-    _positive_int("check_every", check_every)
-    if early_stopping is not None:
-        _positive_int("early_stopping (the patience, in epochs)", early_stopping)
+def _check_arguments(model, optimizers, *, epochs, check_every, max_steps, scheduler_interval, train_step,
+                     cuda_graph):
+    """Refuse, before anything changes, the arguments that would fail later or silently do nothing."""
+    positive_int("epochs", epochs)
+    positive_int("check_every", check_every)
+    if max_steps is not None:
+        positive_int("max_steps", max_steps)
     if train_step is None and not optimizers:
         raise ValueError("fit needs an optimizer (or a train_step that steps its own)")
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    if cuda_graph not in (True, False, "auto"):
+        raise ValueError(f"cuda_graph must be 'auto', True or False, got {cuda_graph!r}")
+    _check_optimizers(model, optimizers, warn=train_step is None)
 
 
 def _check_optimizers(model, optimizers, warn):
@@ -639,7 +286,189 @@ def _check_optimizers(model, optimizers, warn):
         warnings.warn(f"{len(missing)} of the model's {len(trainable)} trainable parameter tensors are in "
                       f"no optimizer and will not train: {', '.join(missing[:5])}"
                       f"{', ...' if len(missing) > 5 else ''} (freeze them with requires_grad_(False) "
-                      "if that is meant)", stacklevel=3)
+                      "if that is meant)", stacklevel=4)
+
+
+def _display(quiet, progress, live_plot, verbose):
+    """(progress, live_plot, verbose): quiet turns all three off."""
+    return (False, False, False) if quiet else (progress, live_plot, verbose)
+
+
+def _dry_run(epochs, lead):
+    """(epochs, steps per epoch or None) under $CNNLIB_MAX_STEPS / $CNNLIB_MAX_EPOCHS, said in one line."""
+    steps, most_epochs = config.max_steps(), config.max_epochs()
+    if most_epochs is not None:
+        epochs = min(epochs, most_epochs)
+    if lead and (steps is not None or most_epochs is not None):
+        print(f"dry run (CNNLIB_MAX_STEPS={steps}, CNNLIB_MAX_EPOCHS={most_epochs}): at most {epochs} epochs "
+              f"of {steps or 'all'} steps, evaluation on {steps or 'all'} batches")
+    return epochs, steps
+
+
+def _channels_last(device, channels_last):
+    """NHWC convolutions are faster on CUDA and on x86 CPUs (oneDNN), not on MPS."""
+    return device.type in ("cuda", "cpu") if channels_last is None else channels_last
+
+
+def _precision(device, amp):
+    """The autocast dtype (None: float32) and a GradScaler, enabled for fp16 only (else a no-op)."""
+    dtype = _autocast(device, amp)
+    return dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+
+def _autocast(device, amp):
+    """bf16 autocast on GPUs that run it natively, else fp16 (with a GradScaler); none on CPU.
+
+    Native bf16 needs compute capability 8.0 (A100, L4, H100). A T4 (7.5) says it supports bf16
+    (torch emulates it), but its convolutions then leave cuDNN for a slow fallback: fp16 there.
+    """
+    if not amp or device.type != "cuda":
+        return None
+    if torch.version.hip:  # AMD GPUs that run torch run bf16
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+
+
+class _Checkpoints:
+    """The run's checkpoint file: checked writable before training, written by the lead process
+    after each epoch, read on resume, and what it holds in words (after Ctrl-C or a NaN)."""
+
+    def __init__(self, path, lead, *, stopper, **objects):
+        self.path = Path(path).expanduser() if path else None
+        self.writes = lead and self.path is not None
+        self.stopper, self.objects = stopper, objects  # model, optimizers, schedulers, scaler, history
+        self.saved_epoch = None  # the epoch the file holds, for this run
+        if self.writes:
+            ckpt.check_writable(self.path)
+
+    def resume(self, say):
+        """Restore the run from the file, checking first that it fits; returns the epoch it holds."""
+        if self.path is None or not self.path.exists():
+            if say:
+                print(f"resume: no checkpoint at {self.path} yet; training from the start")
+            return 0
+        state = ckpt.load(self.path, **self.objects, say=say)
+        self.stopper.load_state_dict(state["extra"].get("early_stopping"))
+        self.saved_epoch = state["epoch"]
+        if say:
+            print(f"resumed from {self.path} after epoch {state['epoch']}")
+        return state["epoch"]
+
+    def save(self, epoch):
+        if not self.writes:
+            return
+        with ckpt.hold_interrupts():  # the file and what we report about it change together
+            ckpt.save(self.path, epoch=epoch, **self.objects, extra={"early_stopping": self.stopper.state_dict()})
+            self.saved_epoch = epoch
+
+    def on_disk(self):
+        """What a student can go back to, in words."""
+        if self.path is None:
+            return "nothing is saved (checkpoint=None)"
+        if self.saved_epoch is None:
+            return f"no checkpoint was written yet ({self.path} holds no epoch of this run)"
+        return f"{self.path} holds epoch {self.saved_epoch}; resume=True continues from there"
+
+
+def _place(model, device, channels_last):
+    """Move the model to its device and memory layout; on CUDA, the fast kernel settings."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
+
+def _nothing_to_train(start_epoch, epochs, stopper, steps, path, lead):
+    """A resumed run that is already done says so (fit then returns its history)."""
+    if start_epoch < epochs and not stopper.stopped and not steps.spent:
+        return False
+    if lead:
+        why = " (early stopping had stopped the run)" if stopper.stopped else ""
+        wanted = f"epochs={epochs}" + (f", max_steps={steps.max_steps}" if steps.max_steps else "")
+        print(f"resume: {path} already holds {start_epoch} epochs{why}; "
+              f"nothing to train for {wanted}: returning its history")
+    return True
+
+
+def _network(model, device, dist, compile, train_loader, val_loader):
+    """What the step calls: the model, wrapped for data parallelism and compiled where asked."""
+    net = distributed.wrap(model, device, dist, train_loader, val_loader) if dist else model
+    return torch.compile(net) if compile else net
+
+
+def _make_stepper(net, model, optimizers, *, device, cuda_graph, compile, dist, loss_fn, train_step,
+                  amp_dtype, scaler, clip_grad_norm, schedulers, scheduler_interval):
+    """The training step: eager, or a CUDA graph where one is asked for and safe."""
+    blocker = _graph_blocker(device, train_step=train_step, scaler=scaler if scaler.is_enabled() else None,
+                             compiled=compile, dist=dist, scheduler=bool(schedulers), model=model)
+    graph_wanted = should_capture(cuda_graph, blocker, loss_fn)
+    make_step = functools.partial(_eager_step, loss_fn=loss_fn, train_step=train_step, device=device,
+                                  amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=clip_grad_norm,
+                                  schedulers=schedulers if scheduler_interval == "step" else [],
+                                  autocast_cache=not graph_wanted)
+    return Stepper(make_step, net, optimizers, graph_wanted, capture=_capture_cuda_graph)
+
+
+def _eager_step(net, optimizers, *, loss_fn, train_step, device, amp_dtype, scaler, clip_grad_norm,
+                schedulers, autocast_cache):
+    """The eager training step of `net` with `optimizers` (the CUDA graph's self-check makes a second)."""
+    def step(batch, zero_grad=True):
+        if train_step is not None:
+            return _as_metrics(train_step(batch), device)
+        with _amp_context(device, amp_dtype, cache=autocast_cache):
+            loss, metrics = _split(loss_fn(net, batch))
+        if zero_grad:
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).sum().backward()  # sum(): a 1-element loss too
+        if clip_grad_norm is not None:
+            for opt in optimizers:
+                scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip_grad_norm)
+        for opt in optimizers:
+            scaler.step(opt)  # with fp16: skipped when the gradients overflowed
+        scaler.update()
+        _step_schedulers(schedulers)  # only those stepped per step
+        return _as_metrics({"loss": loss, **metrics}, device)
+    return step
+
+
+def _amp_context(device, dtype, cache=True):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
+
+
+def _split(out):
+    return out if isinstance(out, tuple) else (out, {})
+
+
+class _StepCount:
+    """Optimiser steps so far, and how many this epoch may take (max_steps, a dry run's cap)."""
+
+    def __init__(self, per_epoch, start_epoch, max_steps, cap=None):
+        if cap is not None:
+            per_epoch = cap if per_epoch is None else min(per_epoch, cap)
+        self.per_epoch, self.max_steps, self.cap = per_epoch, max_steps, cap
+        self.done = start_epoch * per_epoch if per_epoch is not None else 0
+
+    def this_epoch(self):
+        """Steps in this epoch (None when the loader has no length and nothing limits it)."""
+        return self.per_epoch if self.limit is None or self.per_epoch is None else min(self.limit, self.per_epoch)
+
+    @property
+    def limit(self):
+        """At most this many steps now (None: the whole epoch)."""
+        if self.max_steps is None:
+            return self.cap
+        left = max(self.max_steps - self.done, 0)
+        return left if self.cap is None else min(left, self.cap)
+
+    @property
+    def spent(self):
+        return self.max_steps is not None and self.done >= self.max_steps
 
 
 def _steps_per_epoch(loader):
@@ -666,37 +495,48 @@ def _set_epoch(loader, epoch):
             return
 
 
-def _shard(loader, rank, world_size):
-    """Under data parallelism each rank must see its own share of every epoch."""
-    from torch.utils.data.distributed import DistributedSampler
-    if hasattr(loader, "shard"):
-        loader.shard(rank, world_size)
-    elif not isinstance(getattr(loader, "sampler", None), DistributedSampler):
-        raise ValueError(f"under torchrun every process would see all of a {type(loader).__name__}'s batches: "
-                         "use a cnnlib loader (data.TensorLoader, data.loaders) or a torch DataLoader "
-                         "with a DistributedSampler")
+def _train_epoch(loader, step, steps, *, device, channels_last, check_every, epoch, bar):
+    """One pass over the training batches (at most steps.limit): summed metrics on the device, examples."""
+    sums, seen, pending, i, first_step = {}, 0, [], -1, steps.done
+    for i, batch in enumerate(itertools.islice(loader, steps.limit)):
+        batch = _to_device(batch, device, channels_last)
+        metrics = step(batch)
+        n = _batch_size(batch)
+        seen += n
+        for k, v in metrics.items():
+            if k in sums:
+                sums[k].add_(v.float(), alpha=n)
+            else:
+                sums[k] = v.float() * n
+        if "loss" in metrics:  # a copy: a CUDA graph's replay overwrites its output tensors
+            pending.append(metrics["loss"].clone())
+        if (i + 1) % check_every == 0:
+            _check_finite(pending, first_step + i + 1 - len(pending), epoch)
+            pending = []
+            if bar.enabled:
+                bar.step(i + 1, sums["loss"].item() / seen if "loss" in sums else None)
+    _check_finite(pending, first_step + i + 1 - len(pending), epoch)
+    if i == -1:
+        raise ValueError(f"the training loader gave no batches in epoch {epoch + 1}: nothing was trained")
+    steps.done += i + 1
+    return sums, seen
 
 
-def _as_metrics(metrics, device):
-    """A step's {name: value} with every value a 0-dim tensor; numbers and 1-element tensors allowed."""
-    return {k: _scalar(k, v, device) for k, v in metrics.items()}
+def _to_device(batch, device, channels_last):
+    """Move a batch (a tensor, or a tuple, list or dict of them) to `device`, images as channels_last."""
+    def move(v):
+        if not torch.is_tensor(v):
+            return v
+        v = v.to(device, non_blocking=True)
+        if channels_last and v.ndim == 4 and v.is_floating_point():
+            v = v.contiguous(memory_format=torch.channels_last)
+        return v
+    return pytree.tree_map(move, batch)
 
 
-def _scalar(name, value, device):
-    if torch.is_tensor(value):
-        if value.numel() != 1:
-            raise ValueError(f"metric {name!r} has shape {tuple(value.shape)}: a step must return one "
-                             "number per metric (a Python number or a 1-element tensor, e.g. its .mean())")
-        return value.detach().reshape(())
-    if isinstance(value, numbers.Number):
-        return torch.tensor(float(value), device=device)
-    raise ValueError(f"metric {name!r} is a {type(value).__name__}: return a number or a 1-element tensor")
-
-
-def _as_list(x):
-    if x is None:
-        return []
-    return list(x) if isinstance(x, (list, tuple)) else [x]
+def _batch_size(batch):
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return len(first) if torch.is_tensor(first) else len(next(iter(first.values())))
 
 
 def _check_finite(losses, first_step, epoch):
@@ -713,18 +553,46 @@ def _check_finite(losses, first_step, epoch):
             "inputs that are not normalised.")
 
 
-@torch.no_grad()
-def evaluate(model, loader, loss_fn=classification_loss, *, device=None, amp=True,
-             channels_last=None, _dist=None):
-    """Mean of loss_fn's loss and metrics over every batch of `loader` (one host sync)."""
-    device = torch.device(device or next(model.parameters()).device)
-    if channels_last is None:
-        channels_last = device.type in ("cuda", "cpu")
+def _step_schedulers(schedulers, now=True):
+    if not now:
+        return
+    with warnings.catch_warnings():  # fp16: the GradScaler skips the first steps while it finds its scale
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        for s in schedulers:
+            s.step()
+
+
+def _epoch_row(epoch, sums, seen, dist, device, lr, t0, evaluate_net):
+    """The epoch's History row: training metrics, validation metrics, the rate and the timings."""
+    if dist:
+        totals = torch.stack([*sums.values(), torch.tensor(float(seen), device=device)])
+        distributed.all_reduce([totals])
+        sums, seen = dict(zip(sums, totals[:-1])), totals[-1].item()
+    row = {"epoch": epoch + 1, **{f"train_{k}": (v / seen).item() for k, v in sums.items()}}  # the one sync
+    t_train = time.perf_counter() - t0
+    if evaluate_net is not None:
+        row.update({f"val_{k}": v for k, v in evaluate_net().items()})
+    if lr is not None:
+        row["lr"] = lr
+    row["seconds"] = time.perf_counter() - t0
+    row["eval_seconds"] = row["seconds"] - t_train
+    row["examples_per_s"] = seen / t_train
+    return row
+
+
+def _look(callback, epoch, history):
+    """Call callback(epoch, history) with every random number generator put back afterwards."""
+    with ckpt.rng_preserved():
+        callback(epoch, history)
+
+
+def _evaluate(model, loader, loss_fn, *, device, amp_dtype, channels_last, dist):
+    """evaluate(), and fit's validation: under torchrun the sums are reduced over the ranks."""
     was_training = model.training
     model.eval()
     sums, seen = {}, 0
-    with _amp_context(device, _autocast(device, amp)):
-        for batch in loader:
+    with torch.no_grad(), _amp_context(device, amp_dtype):
+        for batch in itertools.islice(loader, config.max_steps()):  # a dry run evaluates a few batches
             batch = _to_device(batch, device, channels_last)
             loss, metrics = _split(loss_fn(model, batch))
             n = _batch_size(batch)
@@ -734,21 +602,23 @@ def evaluate(model, loader, loss_fn=classification_loss, *, device=None, amp=Tru
                 sums[k] = sums[k] + v if k in sums else v
     model.train(was_training)
     totals = torch.stack([*sums.values(), torch.tensor(float(seen), device=device)])
-    if _dist:
-        _all_reduce([totals])
+    if dist:
+        distributed.all_reduce([totals])
     totals = totals.tolist()
     return {k: v / totals[-1] for k, v in zip(sums, totals[:-1])}
 
 
-@torch.no_grad()
-def predict(model, loader, *, device=None):
-    """(predicted class, true label) for every example of `loader`, on the CPU."""
-    device = torch.device(device or next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    preds, labels = [], []
-    for x, y in loader:
-        preds.append(model(x.to(device)).argmax(dim=1).cpu())
-        labels.append(y.cpu())
-    model.train(was_training)
-    return torch.cat(preds), torch.cat(labels)
+def _as_metrics(metrics, device):
+    """A step's {name: value} with every value a 0-dim tensor; numbers and 1-element tensors allowed."""
+    return {k: _scalar(k, v, device) for k, v in metrics.items()}
+
+
+def _scalar(name, value, device):
+    if torch.is_tensor(value):
+        if value.numel() != 1:
+            raise ValueError(f"metric {name!r} has shape {tuple(value.shape)}: a step must return one "
+                             "number per metric (a Python number or a 1-element tensor, e.g. its .mean())")
+        return value.detach().reshape(())
+    if isinstance(value, numbers.Number):
+        return torch.tensor(float(value), device=device)
+    raise ValueError(f"metric {name!r} is a {type(value).__name__}: return a number or a 1-element tensor")

@@ -22,7 +22,8 @@ def main(out, global_batch, checkpoint=None, epochs=3):
     train = data.TensorLoader(*blobs(256), global_batch // world, shuffle=True, drop_last=True, device="cpu")
     test = data.TensorLoader(*blobs(100, 1), 64, device="cpu")
     hist = fit(model, train, test, epochs=epochs, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-               progress=False, checkpoint=checkpoint, resume=checkpoint is not None)
+               progress=False, checkpoint=checkpoint, resume=checkpoint is not None,
+               device="cpu")  # gloo on the CPU, also on a machine with GPUs
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save({"model": model.state_dict(),
                     "history": hist.rows}, out)

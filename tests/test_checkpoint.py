@@ -203,3 +203,115 @@ def test_two_saves_to_one_path_use_their_own_temporary_files(tmp_path, monkeypat
     for epoch in (1, 2):
         ckpt.save(tmp_path / "a.pt", epoch=epoch, model=net(), optimizers=[])
     assert len(set(renamed)) == 2 and all(p.parent == tmp_path for p in renamed)
+
+
+def test_rng_preserved_puts_every_generator_back():
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    with ckpt.rng_preserved():
+        random.random(), np.random.rand(3), torch.rand(5)
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_load_names_the_differences_and_the_file_unless_told_to_be_silent(tmp_path, capsys):
+    model = net()
+    ckpt.save(tmp_path / "a.pt", epoch=1, model=model, optimizers=[torch.optim.SGD(model.parameters(), lr=0.1)])
+    ckpt.load(tmp_path / "a.pt", model=model, optimizers=[torch.optim.SGD(model.parameters(), lr=0.01)])
+    out = capsys.readouterr().out
+    assert "lr 0.1 (checkpoint) vs 0.01 (given)" in out and f"delete {tmp_path / 'a.pt'}" in out
+    ckpt.load(tmp_path / "a.pt", model=model, optimizers=[torch.optim.SGD(model.parameters(), lr=0.01)], say=False)
+    assert capsys.readouterr().out == ""
+
+
+# Resuming where the checkpoint was not written: a GPU's tensors, another number of GPUs.
+class OnAGpu:
+    """A tensor as a CUDA one behaves for the RNG setters: .numpy() and torch's setters refuse it."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def cpu(self):
+        return self.tensor
+
+    def numpy(self):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() first.")
+
+
+def test_rng_states_on_a_gpu_are_put_back(monkeypatch):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    state = ckpt.rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    state["numpy"]["keys"], state["torch"] = OnAGpu(state["numpy"]["keys"]), OnAGpu(state["torch"])
+    real_setter = torch.set_rng_state
+
+    def cpu_only(new_state):  # torch: "RNG state must be a torch.ByteTensor"
+        if not torch.is_tensor(new_state):
+            raise TypeError("RNG state must be a torch.ByteTensor")
+        real_setter(new_state)
+
+    monkeypatch.setattr(torch, "set_rng_state", cpu_only)
+    ckpt.set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_cuda_rng_states_of_more_gpus_than_this_machine_has(monkeypatch):
+    given = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", given.extend)
+    state = {**ckpt.rng_state(), "cuda": [OnAGpu(torch.full((16,), i, dtype=torch.uint8)) for i in (1, 2)]}
+    ckpt.set_rng_state(state)  # written on 2 GPUs, resumed on Colab's one
+    assert len(given) == 1 and torch.is_tensor(given[0]) and given[0][0] == 1
+
+
+def on_the_gpu_unless_read_onto_the_cpu(monkeypatch):
+    """torch.load with the `meta` device standing in for a GPU: a file written on a GPU lands there
+    unless map_location is the CPU (the RNG states included, which torch's setters then refuse)."""
+    real_load = torch.load
+
+    def load(f, map_location=None, **kwargs):
+        return real_load(f, map_location="cpu" if str(map_location) == "cpu" else "meta", **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+
+
+def test_a_checkpoint_is_read_onto_the_cpu_whatever_the_device(tmp_path, monkeypatch):
+    model = net()
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    ckpt.save(tmp_path / "a.pt", epoch=1, model=model, optimizers=[])
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    on_the_gpu_unless_read_onto_the_cpu(monkeypatch)
+    state = ckpt.read(tmp_path / "a.pt")
+    assert all(t.device.type == "cpu" for t in ckpt._tensors(state))
+    ckpt.load(tmp_path / "a.pt", model=net())
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_fit_resumes_through_a_cpu_read(tmp_path, monkeypatch):
+    from test_train import run
+    straight, _ = run(3)
+    run(2, checkpoint=tmp_path / "run.pt")
+    on_the_gpu_unless_read_onto_the_cpu(monkeypatch)
+    resumed, hist = run(3, checkpoint=tmp_path / "run.pt", resume=True, seed=5)
+    assert len(hist) == 3
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_a_gpu_adam_checkpoint_resumes_on_a_cpu(tmp_path):
+    """fit's CUDA graph makes Adam capturable; the saved groups then say so. The optimiser given on
+    resume keeps its own implementation switches (a capturable Adam cannot step on a CPU)."""
+    model = net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    for group in opt.param_groups:
+        group["capturable"] = True  # as the graph left it on the GPU
+    ckpt.save(tmp_path / "gpu.pt", epoch=1, model=model, optimizers=[opt])
+    fresh = net()
+    laptop = torch.optim.Adam(fresh.parameters(), lr=1e-3)
+    ckpt.load(tmp_path / "gpu.pt", model=fresh, optimizers=[laptop])
+    assert laptop.param_groups[0]["capturable"] is False
+    fresh(torch.randn(5, 4)).sum().backward()
+    laptop.step()  # raised "If capturable=True, params and state_steps must be on supported devices"
+    assert laptop.state[next(iter(fresh.parameters()))]["step"] == 2

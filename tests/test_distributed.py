@@ -44,3 +44,40 @@ def test_resume_under_torchrun(tmp_path):
     assert len(rest["history"]) == 3
     for name, w in one["model"].items():
         torch.testing.assert_close(rest["model"][name], w, rtol=1e-5, atol=1e-6)
+
+
+# The process group follows the training device (torch.cuda patched present: a GPU box).
+class FakeGroup:
+    def __init__(self, monkeypatch, local_rank="1"):
+        import torch.distributed as dist
+        self.backend, self.devices = None, []
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "set_device", self.devices.append)
+        monkeypatch.setattr(dist, "is_initialized", lambda: self.backend is not None)
+        monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: setattr(self, "backend", backend))
+        monkeypatch.setattr(dist, "get_rank", lambda: int(local_rank))
+        monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+
+
+def test_training_on_the_cpu_uses_gloo_and_no_gpu_on_a_gpu_machine(monkeypatch):
+    from cnnlib import distributed
+    group = FakeGroup(monkeypatch)
+    device, dist = distributed.setup(torch.device("cpu"))
+    assert (device, dist, group.backend, group.devices) == (torch.device("cpu"), (1, 2), "gloo", [])
+
+
+@pytest.mark.parametrize("given,expected", [("cuda", "cuda:1"), ("cuda:0", "cuda:0")])
+def test_on_cuda_local_rank_picks_the_gpu_only_when_no_index_is_given(monkeypatch, given, expected):
+    from cnnlib import distributed
+    group = FakeGroup(monkeypatch, local_rank="1")
+    device, _ = distributed.setup(torch.device(given))
+    assert device == torch.device(expected) and group.backend == "nccl" and group.devices == [device]
+
+
+def test_a_train_step_under_torchrun_is_refused(monkeypatch):
+    from cnnlib import distributed
+    FakeGroup(monkeypatch)
+    with pytest.raises(ValueError, match="train_step under torchrun would train each process's own copy"):
+        distributed.setup(torch.device("cpu"), train_step=lambda batch: {})

@@ -54,3 +54,14 @@ def test_plot_fits_the_books_column_whatever_the_number_of_metrics():
         fig = h.plot()
         assert fig.get_size_inches()[0] <= 6.8
         assert sum(ax.get_visible() for ax in fig.axes) == len(names)
+
+
+def test_any_name_with_loss_is_better_low_as_for_early_stopping():
+    from cnnlib.history import direction
+    h = History()
+    for epoch, (loss_g, loss_d) in enumerate([(2.0, 0.3), (1.0, 0.6), (1.5, 0.5)], start=1):
+        h.append(epoch=epoch, val_loss_g=loss_g, val_loss_d=loss_d)
+    assert h.best("val_loss_g")["epoch"] == 2 and h.best("val_loss_d")["epoch"] == 1
+    assert direction("val_loss_g") == direction("val_loss") == "min" and direction("train_acc") == "max"
+    with pytest.raises(ValueError, match="mode must be 'min' or 'max', got 'low'"):
+        direction("val_loss", "low")

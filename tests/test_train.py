@@ -487,3 +487,240 @@ def test_looking_after_each_epoch_never_changes_the_run():
     assert seen == [(1, 1), (2, 2), (3, 3)]
     for a, b in zip(plain.state_dict().values(), looked.state_dict().values()):
         assert torch.equal(a, b)
+
+
+# fit's smaller surface: quiet, max_steps, compile and clip_grad_norm exercised.
+def counting_loss(calls):
+    def loss_fn(model, batch):
+        calls.append(len(batch[1]))
+        return train.classification_loss(model, batch)
+    return loss_fn
+
+
+def test_quiet_is_progress_live_plot_and_verbose_off(capsys):
+    def run_with(**display):
+        torch.manual_seed(0)
+        model = small_net()
+        tr, te = loaders()
+        fit(model, tr, te, epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu",
+            **display)
+        return capsys.readouterr(), [p.detach().clone() for p in model.parameters()]
+
+    loud, _ = run_with(progress=False)
+    assert "epoch 1" in loud.out  # what quiet must silence: the per-epoch lines
+    quiet, weights = run_with(quiet=True)
+    three_off, same = run_with(progress=False, live_plot=False, verbose=False)
+    assert quiet.out == quiet.err == "" and quiet == three_off
+    assert all(torch.equal(a, b) for a, b in zip(weights, same))
+
+
+def test_max_steps_counts_the_optimiser_steps_of_the_whole_run(tmp_path):
+    torch.manual_seed(0)
+    model = small_net()
+    tr, _ = loaders()  # 8 steps per epoch
+    calls = []
+    hist = fit(model, tr, epochs=5, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+               loss_fn=counting_loss(calls), max_steps=11, checkpoint=tmp_path / "run.pt", quiet=True)
+    assert len(calls) == 11 and len(hist) == 2  # one whole epoch, then 3 steps of the second
+    calls.clear()
+    fit(model, tr, epochs=5, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=counting_loss(calls), max_steps=20, checkpoint=tmp_path / "run.pt", resume=True, quiet=True)
+    assert len(calls) == 20 - 2 * 8  # the resumed run counts the 2 epochs the checkpoint holds
+
+
+def test_max_steps_equals_the_first_steps_of_a_longer_run():
+    def weights_after(**limit):
+        torch.manual_seed(0)
+        model = small_net()
+        tr, _ = loaders()
+        fit(model, tr, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu", quiet=True, **limit)
+        return [p.detach().clone() for p in model.parameters()]
+
+    for a, b in zip(weights_after(epochs=3, max_steps=16), weights_after(epochs=2)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_max_steps_must_be_a_positive_integer(value):
+    model = small_net()
+    tr, _ = loaders()
+    with pytest.raises(ValueError, match=rf"max_steps must be a positive integer, got {value!r}"):
+        fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_steps=value)
+
+
+def test_numpy_and_torch_integers_are_positive_integers():
+    import numpy as np
+    model = small_net()
+    tr, _ = loaders()
+    hist = fit(model, tr, epochs=np.int64(1), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+               check_every=torch.tensor(4), max_steps=np.int32(3), quiet=True)
+    assert len(hist) == 1
+
+
+def test_clip_grad_norm_clips_like_torch_on_a_twin():
+    import copy
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))  # no dropout
+    twin = copy.deepcopy(model)
+    tr, _ = loaders()
+    batch = next(iter(tr))
+    clip = 0.05
+    loss = train.classification_loss(twin, train._to_device(batch, "cpu", True))[0]
+    loss.backward()
+    assert torch.nn.utils.clip_grad_norm_(twin.parameters(), clip) > 10 * clip  # the clip really bites
+    torch.optim.SGD(twin.parameters(), lr=1.0).step()
+    fit(model, [batch], epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=1.0), clip_grad_norm=clip,
+        device="cpu", quiet=True)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, dict(twin.named_parameters())[name], rtol=1e-6, atol=1e-7)
+
+
+def _cxx_compiler():
+    import os
+    import shutil
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++")
+
+
+@pytest.mark.skipif(not _cxx_compiler(), reason="torch.compile's inductor backend needs a C++ compiler on a CPU")
+def test_compile_trains_like_eager():
+    def one_epoch(compile):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))  # no dropout
+        tr, te = loaders()
+        hist = fit(model, tr, te, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                   compile=compile, device="cpu", quiet=True)
+        return hist.last, model
+
+    (eager, _), (compiled, model) = one_epoch(False), one_epoch(True)
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-4)
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)
+    assert type(model) is nn.Sequential  # the caller's model holds the weights, not a compiled wrapper
+
+
+# A custom loss is replayed as a CUDA graph only when the caller says it is safe.
+def test_auto_captures_only_the_losses_known_to_be_safe(monkeypatch):
+    from cnnlib.cuda_graph import graph_safe
+    captured = []
+
+    def refuse_capture(step, batch, model, optimizers):  # record the attempt, then train eagerly
+        captured.append(1)
+        raise RuntimeError("no CUDA here")
+
+    monkeypatch.setattr(train, "_graph_blocker", lambda *args, **kwargs: None)  # as on a GPU
+    monkeypatch.setattr(train, "_capture_cuda_graph", refuse_capture)
+
+    def attempts(loss_fn, cuda_graph="auto"):
+        captured.clear()
+        model = small_net()
+        tr, _ = loaders()
+        fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=loss_fn,
+            cuda_graph=cuda_graph, device="cpu", quiet=True)
+        return len(captured)
+
+    def recording(model, batch):  # a side effect the graph would skip
+        return train.classification_loss(model, batch)
+
+    assert attempts(train.classification_loss) == 1
+    assert attempts(recording) == 0
+    assert attempts(recording, cuda_graph=True) == 1
+    assert attempts(graph_safe(lambda model, batch: train.classification_loss(model, batch))) == 1
+
+
+def test_cuda_graph_must_be_auto_true_or_false():
+    model = small_net()
+    tr, _ = loaders()
+    with pytest.raises(ValueError, match=r"cuda_graph must be 'auto', True or False, got 'yes'"):
+        fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), cuda_graph="yes")
+
+
+def test_early_stopping_and_history_best_agree_which_way_is_better():
+    h = train.History()
+    for epoch, value in enumerate([0.9, 0.5, 0.7], start=1):
+        h.append(epoch=epoch, val_loss_g=value, val_acc=value)
+    for key in ("val_loss_g", "val_loss", "val_acc"):
+        stopper = train.EarlyStopping.watching(key, patience=2)
+        assert stopper.mode == ("max" if key == "val_acc" else "min")
+    assert h.best("val_loss_g")["epoch"] == 2 and h.best("val_acc")["epoch"] == 1
+
+
+def test_early_stopping_off_never_stops_and_keeps_nothing():
+    stopper = train.EarlyStopping.watching("val_loss", patience=None)
+    model = small_net()
+    for value in (1.0, 2.0, 3.0, 4.0):
+        assert stopper.update({"val_loss": value}, model) is False
+    assert not stopper.stopped and stopper.best_state is None and stopper.state_dict() is None
+
+
+# The GPU's choices, decided on a CPU with torch.cuda's answers patched in.
+@pytest.mark.parametrize("gpu,capability,expected", [("T4", (7, 5), torch.float16), ("V100", (7, 0), torch.float16),
+                                                     ("A100", (8, 0), torch.bfloat16), ("H100", (9, 0), torch.bfloat16)])
+def test_bf16_only_where_the_gpu_runs_it_else_fp16_with_a_scaler(monkeypatch, gpu, capability, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # a T4 says so too
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    dtype, scaler = train._precision(torch.device("cuda", 0), amp=True)
+    assert dtype == expected and scaler.is_enabled() == (expected == torch.float16)
+    assert train._precision(torch.device("cuda", 0), amp=False)[0] is None
+    assert train._precision(torch.device("cpu"), amp=True)[0] is None
+
+
+def test_a_step_the_scaler_skips_does_not_warn_about_the_scheduler():
+    """fp16 on a T4: GradScaler skips the first steps while it finds its scale; a per-step
+    scheduler stepped after them must not make torch warn that the optimiser never stepped."""
+    import warnings
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127)  # the scaled gradients overflow
+    def steep(model, batch):
+        return 1e3 * train.classification_loss(model, batch)[0]
+
+    step = train._eager_step(model, [opt], loss_fn=steep, train_step=None, device="cpu",
+                             amp_dtype=None, scaler=scaler, clip_grad_norm=None, schedulers=[sched],
+                             autocast_cache=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    batch = next(iter(loaders()[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step(train._to_device(batch, "cpu", False))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the step was skipped
+    assert scaler.get_scale() < 2.0 ** 127 and sched.last_epoch == 1
+
+
+# CNNLIB_MAX_STEPS: every page's schedule in a few steps (a dry run).
+def test_a_dry_run_caps_steps_epochs_and_evaluation(monkeypatch, capsys):
+    monkeypatch.setenv("CNNLIB_MAX_STEPS", "3")
+    model = small_net()
+    tr, _ = loaders()  # 8 steps an epoch
+    te = data.TensorLoader(*blobs(128, 1), 16, device="cpu")  # 8 batches
+    trained, evaluated = [], []
+
+    def counted(model, batch):
+        (trained if model.training else evaluated).append(1)
+        return train.classification_loss(model, batch)
+
+    hist = fit(model, tr, te, epochs=20, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=counted,
+               quiet=True)
+    assert len(hist) == 2 and len(trained) == 2 * 3 and len(evaluated) == 2 * 3
+    assert capsys.readouterr().out.startswith("dry run (CNNLIB_MAX_STEPS=3, CNNLIB_MAX_EPOCHS=2)")
+    evaluated.clear()
+    train.evaluate(model, te, counted)
+    assert len(evaluated) == 3
+    monkeypatch.setenv("CNNLIB_MAX_EPOCHS", "4")
+    assert len(fit(model, tr, epochs=20, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), quiet=True)) == 4
+    monkeypatch.setenv("CNNLIB_MAX_STEPS", "two")
+    with pytest.raises(ValueError, match=r"CNNLIB_MAX_STEPS='two' must be a positive whole number"):
+        fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), quiet=True)
+
+
+def test_without_a_dry_run_nothing_is_capped_or_said(monkeypatch, capsys):
+    monkeypatch.delenv("CNNLIB_MAX_STEPS", raising=False)
+    monkeypatch.delenv("CNNLIB_MAX_EPOCHS", raising=False)
+    model = small_net()
+    tr, te = loaders()
+    calls = []
+    hist = fit(model, tr, epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+               loss_fn=counting_loss(calls), quiet=True)
+    assert len(hist) == 3 and len(calls) == 3 * 8 and capsys.readouterr().out == ""
