@@ -178,3 +178,21 @@ def test_resnet_cifar_depth_must_be_6n_plus_2():
     with pytest.raises(ValueError, match="6n"):
         models.resnet_cifar(19)
     assert models.longest_path(models.resnet_cifar(20, width=4, residual=False), (1, 1, 28, 28)) == 20
+
+
+@pytest.mark.parametrize("layers", [
+    [nn.Conv2d(1, 1, 7, 2, padding=3), nn.MaxPool2d(3, 2, ceil_mode=True), nn.MaxPool2d(3, 2, ceil_mode=True)],
+    [nn.Conv2d(1, 1, 3), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Conv2d(1, 1, 2)],
+    [nn.Conv2d(1, 1, 5, 3, padding=1), nn.MaxPool2d(2), nn.AvgPool2d(3, 2, padding=1)],
+])
+def test_min_input_size_is_the_smallest_size_torch_accepts(layers):
+    """One rule for plain and ceil-mode poolings (it replaced GoogLeNet's own copy)."""
+    from cnnlib.models._checks import min_input_size
+
+    def works(n):
+        try:
+            return nn.Sequential(*layers)(torch.zeros(1, 1, n, n)).shape[-1] >= 1
+        except RuntimeError:
+            return False
+    smallest = next(n for n in range(1, 100) if works(n))
+    assert min_input_size(nn.Sequential(*layers)) == smallest
