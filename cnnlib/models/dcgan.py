@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ._checks import check_input
+from ._registry import register
 
 
 class Generator(nn.Module):
@@ -88,10 +89,12 @@ def dcgan_init(model):
     return model
 
 
+@register((64,))
 def dcgan_generator(latent_dim=64, width=32, out_channels=1, num_classes=None):
     return dcgan_init(Generator(latent_dim, width, out_channels, num_classes))
 
 
+@register((1, 28, 28))
 def dcgan_discriminator(width=32, in_channels=1, num_classes=None):
     return dcgan_init(Discriminator(width, in_channels, num_classes))
 
@@ -126,6 +129,7 @@ class ToyDiscriminator(nn.Module):
         return self.head(self.minibatch_std(self.body(x))).squeeze(1)
 
 
+@register((2,))
 def toy_generator(latent_dim=2, hidden=128, depth=3):
     """An MLP from `latent_dim`-D Gaussian noise to 2-D points."""
     g = nn.Sequential(*_mlp([latent_dim] + [hidden] * depth + [2], nn.ReLU))
@@ -133,6 +137,7 @@ def toy_generator(latent_dim=2, hidden=128, depth=3):
     return g
 
 
+@register((2,))
 def toy_discriminator(hidden=128, depth=3, minibatch_std=False):
     """An MLP from 2-D points to one logit (`minibatch_std`: see MinibatchStd)."""
     return ToyDiscriminator(hidden, depth, minibatch_std)

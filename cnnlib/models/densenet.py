@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._checks import check_input, min_input_size
+from ._registry import register
 
 
 class DenseLayer(nn.Module):
@@ -86,10 +87,12 @@ class DenseNet(nn.Module):
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
+@register((3, 224, 224))
 def densenet121(num_classes=1000, in_channels=3):
     return DenseNet(32, (6, 12, 24, 16), 64, num_classes, in_channels, name="DenseNet-121")
 
 
+@register((1, 28, 28))
 def densenet_small(num_classes=10, in_channels=1, *, growth=12, blocks=(6, 6, 6)):
     """A DenseNet-BC for 28x28: a 3x3 stem of 2 * growth channels, blocks at 28x28, 14x14, 7x7."""
     depth = 2 * sum(blocks) + len(blocks) + 1  # two convolutions per layer, transitions, stem, classifier

@@ -16,6 +16,7 @@ connections: FCN-32s has none, FCN-16s one, FCN-8s two).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ._registry import register
 
 
 def convolutionalize(linear, in_channels, kernel_size):
@@ -67,6 +68,7 @@ class FCN(nn.Module):
         super().__init__()
         w = width
         self.skips = skips
+        self.min_size = 8  # the coarsest map's stride
         self.stage1 = _block(in_channels, w, 1)                                          # stride 1
         self.stage2 = nn.Sequential(nn.MaxPool2d(2), _block(w, 2 * w))                   # stride 2
         self.stage4 = nn.Sequential(nn.MaxPool2d(2), _block(2 * w, 4 * w))               # stride 4
@@ -94,6 +96,7 @@ class FCN(nn.Module):
         return self.up2to1(score) + self.score1(f1)
 
 
+@register((1, 96, 96))
 def fcn_scenes(num_classes=11, in_channels=1, width=16, skips=True, mode="transposed"):
     return FCN(num_classes, in_channels, width, skips, mode)
 

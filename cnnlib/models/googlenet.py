@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._checks import check_input, min_input_size
+from ._registry import register
 
 # in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection (Table 1 of the paper)
 INCEPTIONS = {
@@ -130,6 +131,7 @@ class GoogLeNet(nn.Module):
         return (logits, aux1, aux2) if aux1 is not None else logits
 
 
+@register((3, 224, 224))
 def googlenet(num_classes=1000, in_channels=3, aux_logits=True, **kwargs):
     """GoogLeNet for 224x224 images (torchvision's layout and parameter count)."""
     stem = nn.Sequential(
@@ -139,6 +141,7 @@ def googlenet(num_classes=1000, in_channels=3, aux_logits=True, **kwargs):
     return GoogLeNet(stem, 192, num_classes, in_channels, aux_logits=aux_logits, **kwargs)
 
 
+@register((1, 28, 28))
 def googlenet_small(num_classes=10, in_channels=1, aux_logits=False, width=0.25, **kwargs):
     """GoogLeNet for 28x28 images: a 3x3 stem, then the nine modules at 14x14, 7x7 and 4x4."""
     c = max(1, round(192 * width))

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import boxes as box_ops
+from ._registry import register
 
 
 def _conv(c_in, c_out):
@@ -35,6 +36,7 @@ class YOLO(nn.Module):
         so the grid is the input size / 2^(len(stages) - 1)."""
         super().__init__()
         self.num_classes, self.boxes_per_cell = num_classes, boxes_per_cell
+        self.min_size = 2 ** (len(stages) - 1)  # the grid's stride: one cell at least
         layers, c = [], in_channels
         for i, widths in enumerate(stages):
             if i:
@@ -55,11 +57,13 @@ class YOLO(nn.Module):
         return out[..., :5 * b].unflatten(-1, (b, 5)).sigmoid(), out[..., 5 * b:]
 
 
+@register((1, 96, 96))
 def yolo_scenes(num_classes=10, boxes_per_cell=2, in_channels=1, width=16):
     w = width
     return YOLO(num_classes, boxes_per_cell, in_channels, ((w,), (2 * w,), (4 * w, 4 * w), (8 * w, 8 * w)))
 
 
+@register((3, 448, 448))
 def yolo_voc(num_classes=20, boxes_per_cell=2, width=8):
     w = width
     return YOLO(num_classes, boxes_per_cell, 3, ((w,), (w,), (2 * w,), (2 * w,), (4 * w,), (4 * w,), (8 * w,)))
