@@ -1,4 +1,5 @@
 """The YOLO-style detector and the FCN: shapes, their pieces, one training step each."""
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -117,3 +118,85 @@ def test_fcn_one_training_step_through_fit():
     h = fit(model, OneBatch(batch), epochs=1, optimizer=torch.optim.Adam(model.parameters(), 1e-3),
             loss_fn=fcn.segmentation_loss, device="cpu", progress=False, verbose=False)
     assert h.last["train_loss"] > 0 and 0 <= h.last["train_pixel_acc"] <= 1
+
+
+def test_fcn_refuses_sizes_that_are_not_multiples_of_8():
+    for skips in (True, False):
+        net = fcn.fcn_scenes(width=4, skips=skips).eval()
+        with pytest.raises(ValueError, match=r"FCN needs H and W to be multiples of 8, got 100x100 "
+                                             r"\(crop or pad the images to 96x96 or 104x104\)"):
+            net(torch.zeros(1, 1, 100, 100))
+        with pytest.raises(ValueError, match="1-channel images, got 3 channels"):
+            net(torch.zeros(1, 3, 96, 96))
+        with pytest.raises(ValueError, match="at least 8x8"):
+            net(torch.zeros(1, 1, 0, 8))
+
+
+def test_segmentation_loss_takes_the_scenes_uint8_masks():
+    torch.manual_seed(0)
+    model = fcn.fcn_scenes(width=4)
+    x, masks = torch.rand(2, 1, 32, 32), torch.randint(0, 11, (2, 32, 32))
+    loss, parts = fcn.segmentation_loss(model, (x, {"masks": masks.to(torch.uint8)}))
+    logits = model(x)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, masks))
+    torch.testing.assert_close(parts["pixel_acc"], (logits.argmax(1) == masks).float().mean())
+
+
+def test_segmentation_loss_ignores_pixels_and_an_all_ignored_batch_is_zero_not_nan():
+    torch.manual_seed(0)
+    model = fcn.fcn_scenes(width=4)
+    x, masks = torch.rand(2, 1, 32, 32), torch.randint(0, 11, (2, 32, 32))
+    masks[:, :16] = 255
+    loss, parts = fcn.segmentation_loss(model, (x, masks))
+    logits = model(x)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, masks, ignore_index=255))
+    torch.testing.assert_close(parts["pixel_acc"], (logits.argmax(1) == masks)[masks != 255].float().mean())
+    loss, parts = fcn.segmentation_loss(model, (x, torch.full_like(masks, 255)))
+    loss.backward()
+    assert loss.item() == 0 and parts["pixel_acc"].item() == 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 5, 8])
+def test_upsample_multiplies_the_size_exactly_for_any_factor(factor):
+    for mode in ("transposed", "resize"):
+        assert fcn.upsample(2, factor, mode)(torch.zeros(1, 2, 4, 5)).shape == (1, 2, 4 * factor, 5 * factor)
+    x = torch.arange(16.0).view(1, 1, 4, 4)  # and the transposed one starts as bilinear interpolation
+    inner = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)[..., factor:-factor, factor:-factor]
+    torch.testing.assert_close(fcn.upsample(1, factor)(x)[..., factor:-factor, factor:-factor], inner)
+
+
+def test_upsample_refuses_a_factor_that_is_not_a_positive_integer():
+    for factor in (0, -2, 1.5):
+        with pytest.raises(ValueError, match=rf"factor must be a positive integer, got {factor!r}"):
+            fcn.upsample(2, factor)
+
+
+def test_convolutionalize_names_the_sizes_that_disagree():
+    with pytest.raises(ValueError, match=r"reads 1000 features, but in_channels \* kernel_size\*\*2 = 10 \* 3\*\*2 = 90"):
+        fcn.convolutionalize(nn.Linear(1000, 4), 10, 3)
+
+
+def test_yolo_loss_refuses_images_of_another_size():
+    model = yolo.yolo_scenes(width=4)
+    with pytest.raises(ValueError, match=r"loss_fn\(image_size=96\) got 128x128 images: make it with the "
+                                         r"images' size, loss_fn\(128\)"):
+        yolo.loss_fn(96)(model, (torch.rand(4, 1, 128, 128), fake_targets(size=128)))
+
+
+def test_yolo_refuses_degenerate_target_boxes():
+    model = yolo.yolo_scenes(width=4)
+    t = fake_targets()
+    t["boxes"][2, 1] = torch.tensor([50.0, 10.0, 30.0, 40.0])  # x2 < x1
+    with pytest.raises(ValueError, match=r"x2 > x1 and y2 > y1 .*got \[50.0, 10.0, 30.0, 40.0\] for object 1 of image 2"):
+        yolo.loss_fn(96)(model, (torch.rand(4, 1, 96, 96), t))
+    t["boxes"][2, 1] = torch.tensor([30.0, 10.0, 50.0, 10.0])  # zero height, as torchvision refuses
+    with pytest.raises(ValueError, match="for object 1 of image 2"):
+        yolo.loss_fn(96)(model, (torch.rand(4, 1, 96, 96), t))
+
+
+def test_yolo_checks_its_input():
+    with pytest.raises(ValueError, match="YOLO was built for 1-channel images, got 3 channels"):
+        yolo.yolo_scenes(width=4)(torch.zeros(1, 3, 96, 96))
+    with pytest.raises(ValueError, match="YOLO needs images of at least 8x8, got 4x4"):
+        yolo.yolo_scenes(width=4)(torch.zeros(1, 1, 4, 4))

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..arith import _is_int
 from ._checks import check_input, min_input_size
 from ._registry import register
 
@@ -90,6 +91,9 @@ class GoogLeNet(nn.Module):
     def __init__(self, stem, stem_channels, num_classes=1000, in_channels=3, *, aux_logits=True,
                  width=1.0, five=3, dropout=0.2, pool4=(2, 2), name="GoogLeNet"):
         super().__init__()
+        if not _is_int(five) or five < 1 or five % 2 == 0:
+            # padding five // 2 keeps the map's size only for an odd kernel; the branches must agree
+            raise ValueError(f"five must be an odd kernel size such as 3 or 5, got {five!r}")
         self.in_channels, self.name, self.aux_logits = in_channels, name, aux_logits
         self.stem = stem
         blocks, channels = {}, stem_channels

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..arith import _is_int
 from ._checks import check_input, min_input_size
 from ._registry import register
 
@@ -185,8 +186,8 @@ def resnet50(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, r
 @register((1, 28, 28))
 def resnet_cifar(depth=20, num_classes=10, in_channels=1, *, width=16, residual=True, preact=False):
     """He et al.'s CIFAR network: 6n + 2 layers, three stages of n blocks (width, 2 width, 4 width)."""
-    if (depth - 2) % 6:
-        raise ValueError(f"depth must be 6n + 2 (8, 14, 20, 32, 44, 56, 110), got {depth}")
+    if not _is_int(depth) or depth < 8 or (depth - 2) % 6:  # n >= 1 block per stage
+        raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth!r}")
     n = (depth - 2) // 6
     kind = ("PreAct" if preact else "") + ("ResNet" if residual else "Plain")
     return ResNet(PreActBlock if preact else BasicBlock, [n] * 3, num_classes, in_channels,
