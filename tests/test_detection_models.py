@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from cnnlib import boxes as box_ops
 from cnnlib import fit
+from cnnlib import models
 from cnnlib.models import fcn, yolo
 
 
@@ -200,3 +201,73 @@ def test_yolo_checks_its_input():
         yolo.yolo_scenes(width=4)(torch.zeros(1, 3, 96, 96))
     with pytest.raises(ValueError, match="YOLO needs images of at least 8x8, got 4x4"):
         yolo.yolo_scenes(width=4)(torch.zeros(1, 1, 4, 4))
+
+
+def page_faster_rcnn(num_classes=10, in_channels=1, size=96):
+    """The builder as 06_detection_segmentation/04_faster_rcnn defined it before it moved to cnnlib."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+    backbone = yolo.yolo_scenes(in_channels=in_channels).features
+    backbone.out_channels = 128
+    return FasterRCNN(
+        backbone, num_classes=None, min_size=size, max_size=size,
+        image_mean=[0.0] * in_channels, image_std=[1.0] * in_channels,
+        rpn_anchor_generator=AnchorGenerator(sizes=((16, 32, 48),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(128 * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes + 1),
+        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=200,
+        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+        rpn_batch_size_per_image=128, box_batch_size_per_image=64)
+
+
+def detection_scenes(n=2, size=96):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, size, size, generator=g)
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 40.0, 50.0], [50.0, 20.0, 80.0, 60.0]]),
+                "labels": torch.tensor([4, 8])} for _ in range(n)]
+    return x, targets
+
+
+def test_faster_rcnn_scenes_is_the_page_model_from_one_seed():
+    """Same layers, same starting weights from one seed: the page's stored run stays reproducible."""
+    for args in [(), (3, 3, 64)]:
+        torch.manual_seed(0)
+        ours = models.faster_rcnn_scenes(*args).state_dict()
+        torch.manual_seed(0)
+        page = page_faster_rcnn(*args).state_dict()
+        assert list(ours) == list(page) and all(torch.equal(ours[k], page[k]) for k in ours)
+
+
+def test_faster_rcnn_reads_its_channels_from_the_backbone():
+    torch.manual_seed(0)
+    model = models.faster_rcnn_scenes(width=8)  # a 64-channel backbone: 128 hard-coded would not fit
+    assert model.backbone.out_channels == 64
+    assert model.roi_heads.box_head.fc6.in_features == 64 * 7 * 7
+    x, targets = detection_scenes()
+    losses = model.train()(list(x), targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    with torch.no_grad():
+        assert len(model.eval()(list(x))) == 2
+
+
+def test_faster_rcnn_boxes_stay_float32_under_bfloat16_autocast():
+    """torchvision makes anchors and decodes proposals in the features' dtype: in bfloat16 a 64-128 px
+    coordinate is rounded to 0.5 px. The scenes' model switches autocast off inside itself."""
+    torch.manual_seed(0)
+    model = models.faster_rcnn_scenes().eval()
+    x, targets = detection_scenes()
+    anchor_dtypes = []
+    model.rpn.anchor_generator.register_forward_hook(lambda m, i, out: anchor_dtypes.append(out[0].dtype))
+    with torch.no_grad():
+        expected = model(list(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(list(x))
+    assert anchor_dtypes == [torch.float32, torch.float32]
+    for e, g in zip(expected, got):
+        assert g["boxes"].dtype == torch.float32
+        torch.testing.assert_close(g["boxes"], e["boxes"], rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.train()(list(x), targets)
+    assert all(v.dtype == torch.float32 for v in losses.values())

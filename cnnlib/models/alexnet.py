@@ -32,6 +32,7 @@ Note on LRN: the paper divides by (k + alpha * sum of squares)^beta with k=2, n=
 alpha=1e-4, beta=0.75; torch.nn.LocalResponseNorm divides alpha by n, so the paper's layer is
 LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2).
 """
+import torch
 import torch.nn as nn
 
 from ._checks import check_input, min_input_size
@@ -41,9 +42,18 @@ TORCHVISION_WIDTHS = (64, 192, 384, 256, 256)
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """torch's LocalResponseNorm, computed in float32 also under autocast: it squares its input,
+    and in float16 (largest number 65,504) a ReLU output above 256 squares to inf."""
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float()).to(x.dtype)
+
+
 def paper_lrn():
     """The paper's local response normalisation (see the module note on alpha)."""
-    return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
+    return LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
 
 
 def paper_init(model):
