@@ -108,7 +108,6 @@ class FCN(nn.Module):
         return self.up2to1(score) + self.score1(f1)
 
 
-@register((1, 96, 96))
 def _check_size(model, inputs):
     """Images (N, C, H, W) with H and W multiples of 8: the upsampled scores then match them pixel for pixel."""
     x = inputs[0]
