@@ -441,6 +441,11 @@ def layer_table(model, input_size, all_layers=False):
     return LayerTable(rows, total_params, sum(r.macs for r in rows), input_size)
 
 
+def _deepest(inputs, out):
+    """An op's output is as deep as its deepest input."""
+    return max(depth for _, depth in inputs)
+
+
 def longest_path(model, input_size, kinds=(nn.Conv2d, nn.Linear)):
     """The number of layers of the given kinds on the longest path from input to output.
 
@@ -448,8 +453,7 @@ def longest_path(model, input_size, kinds=(nn.Conv2d, nn.Linear)):
     on the path). kinds=(nn.Conv2d, nn.Linear) counts the layers with weights; add
     nn.MaxPool2d, nn.AvgPool2d and nn.AdaptiveAvgPool2d to count the poolings too.
     """
-    deepest = lambda inputs, out: max(depth for _, depth in inputs)  # noqa: E731
-    tracker = _TensorTags(deepest)  # an op's output is as deep as its deepest input
+    tracker = _TensorTags(_deepest)
 
     def hook(module, inputs, output):
         tracker.set(output, max(tracker.get(t, 0) for t in inputs) + 1)

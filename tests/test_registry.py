@@ -5,7 +5,6 @@ import inspect
 
 import pytest
 import torch
-import torch.nn as nn
 import torchvision
 
 from cnnlib import models
