@@ -297,26 +297,28 @@ def _tensors(obj):
             yield from _tensors(o)
 
 
-class _FieldTracker(TorchFunctionMode):
-    """Carries each tensor's receptive field through the functional ops of a forward pass
-    (additions, concatenations, flattening), so branches and skip connections are followed."""
+class _TensorTags(TorchFunctionMode):
+    """Carries a tag on each tensor through the functional ops of a forward pass (additions,
+    concatenations, flattening), so branches and skip connections are followed: the outputs of
+    an op on tagged tensors get merge([(input, tag), ...], output)."""
 
-    def __init__(self):
+    def __init__(self, merge):
         super().__init__()
-        self.fields = {}  # id(tensor) -> (tensor, field); holding the tensor keeps its id unique
+        self.merge = merge
+        self.tags = {}  # id(tensor) -> (tensor, tag); holding the tensor keeps its id unique
 
-    def get(self, t):
-        return self.fields.get(id(t), (None, None))[1]
+    def get(self, t, default=None):
+        return self.tags.get(id(t), (None, default))[1]
 
-    def set(self, t, field):
-        self.fields[id(t)] = (t, field)
+    def set(self, t, tag):
+        self.tags[id(t)] = (t, tag)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        known = [(t, self.fields[id(t)][1]) for t in _tensors((args, kwargs)) if id(t) in self.fields]
+        known = [(t, self.tags[id(t)][1]) for t in _tensors((args, kwargs)) if id(t) in self.tags]
         if known:
             for t in _tensors(out):
-                self.set(t, _follow(known, t))
+                self.set(t, self.merge(known, t))
         return out
 
 
@@ -408,7 +410,7 @@ def layer_table(model, input_size, all_layers=False):
     param = next(model.parameters(), None)
     x = torch.zeros(input_size, device=param.device if param is not None else "cpu")
     names = {m: name or type(m).__name__ for name, m in model.named_modules()}
-    rows, seen, tracker = [], set(), _FieldTracker()
+    rows, seen, tracker = [], set(), _TensorTags(_follow)
 
     def hook(module, inputs, output):
         if not isinstance(output, torch.Tensor):
@@ -438,3 +440,32 @@ def layer_table(model, input_size, all_layers=False):
     total_params = sum(p.numel() for p in model.parameters())
     return LayerTable(rows, total_params, sum(r.macs for r in rows), input_size)
 
+
+def _deepest(inputs, out):
+    """An op's output is as deep as its deepest input."""
+    return max(depth for _, depth in inputs)
+
+
+def longest_path(model, input_size, kinds=(nn.Conv2d, nn.Linear)):
+    """The number of layers of the given kinds on the longest path from input to output.
+
+    Follows branches, concatenations and additions (in eval mode: GoogLeNet's aux heads are not
+    on the path). kinds=(nn.Conv2d, nn.Linear) counts the layers with weights; add
+    nn.MaxPool2d, nn.AvgPool2d and nn.AdaptiveAvgPool2d to count the poolings too.
+    """
+    tracker = _TensorTags(_deepest)
+
+    def hook(module, inputs, output):
+        tracker.set(output, max(tracker.get(t, 0) for t in inputs) + 1)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), tracker:
+            out = model(torch.zeros(input_size))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return tracker.get(out, 0)

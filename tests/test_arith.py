@@ -321,3 +321,22 @@ def test_integer_like_sizes_are_accepted():
 def test_a_kernel_of_the_wrong_shape_says_what_is_expected(call):
     with pytest.raises(ValueError, match=r"kernel must be an int or a pair \(height, width\), got \(3"):
         call()
+
+
+def test_longest_path_follows_branches_and_lives_in_arith():
+    """One tensor tracker serves layer_table and longest_path; models re-exports it for the pages."""
+    from cnnlib import models
+
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.deep = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1))
+            self.shallow = nn.Conv2d(1, 2, 1)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            a, b = torch.cat([self.deep(x), self.shallow(x)], 1).chunk(2, dim=1)  # a tuple of outputs
+            return self.fc((a + b).mean((2, 3)).repeat(1, 2))
+
+    assert arith.longest_path(TwoBranches(), (1, 1, 5, 5)) == 3
+    assert models.longest_path is arith.longest_path

@@ -1,10 +1,12 @@
 """The YOLO-style detector and the FCN: shapes, their pieces, one training step each."""
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlib import boxes as box_ops
 from cnnlib import fit
+from cnnlib import models
 from cnnlib.models import fcn, yolo
 
 
@@ -117,3 +119,158 @@ def test_fcn_one_training_step_through_fit():
     h = fit(model, OneBatch(batch), epochs=1, optimizer=torch.optim.Adam(model.parameters(), 1e-3),
             loss_fn=fcn.segmentation_loss, device="cpu", progress=False, verbose=False)
     assert h.last["train_loss"] > 0 and 0 <= h.last["train_pixel_acc"] <= 1
+
+
+def test_fcn_refuses_sizes_that_are_not_multiples_of_8():
+    for skips in (True, False):
+        net = fcn.fcn_scenes(width=4, skips=skips).eval()
+        with pytest.raises(ValueError, match=r"FCN needs H and W to be multiples of 8, got 100x100 "
+                                             r"\(crop or pad the images to 96x96 or 104x104\)"):
+            net(torch.zeros(1, 1, 100, 100))
+        with pytest.raises(ValueError, match="1-channel images, got 3 channels"):
+            net(torch.zeros(1, 3, 96, 96))
+        with pytest.raises(ValueError, match="at least 8x8"):
+            net(torch.zeros(1, 1, 0, 8))
+
+
+def test_segmentation_loss_takes_the_scenes_uint8_masks():
+    torch.manual_seed(0)
+    model = fcn.fcn_scenes(width=4)
+    x, masks = torch.rand(2, 1, 32, 32), torch.randint(0, 11, (2, 32, 32))
+    loss, parts = fcn.segmentation_loss(model, (x, {"masks": masks.to(torch.uint8)}))
+    logits = model(x)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, masks))
+    torch.testing.assert_close(parts["pixel_acc"], (logits.argmax(1) == masks).float().mean())
+
+
+def test_segmentation_loss_ignores_pixels_and_an_all_ignored_batch_is_zero_not_nan():
+    torch.manual_seed(0)
+    model = fcn.fcn_scenes(width=4)
+    x, masks = torch.rand(2, 1, 32, 32), torch.randint(0, 11, (2, 32, 32))
+    masks[:, :16] = 255
+    loss, parts = fcn.segmentation_loss(model, (x, masks))
+    logits = model(x)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, masks, ignore_index=255))
+    torch.testing.assert_close(parts["pixel_acc"], (logits.argmax(1) == masks)[masks != 255].float().mean())
+    loss, parts = fcn.segmentation_loss(model, (x, torch.full_like(masks, 255)))
+    loss.backward()
+    assert loss.item() == 0 and parts["pixel_acc"].item() == 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 5, 8])
+def test_upsample_multiplies_the_size_exactly_for_any_factor(factor):
+    for mode in ("transposed", "resize"):
+        assert fcn.upsample(2, factor, mode)(torch.zeros(1, 2, 4, 5)).shape == (1, 2, 4 * factor, 5 * factor)
+    x = torch.arange(16.0).view(1, 1, 4, 4)  # and the transposed one starts as bilinear interpolation
+    inner = (..., slice(factor, -factor), slice(factor, -factor))  # the border is padded differently
+    bilinear = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(fcn.upsample(1, factor)(x)[inner], bilinear[inner])
+
+
+def test_upsample_refuses_a_factor_that_is_not_a_positive_integer():
+    for factor in (0, -2, 1.5):
+        with pytest.raises(ValueError, match=rf"factor must be a positive integer, got {factor!r}"):
+            fcn.upsample(2, factor)
+
+
+def test_convolutionalize_names_the_sizes_that_disagree():
+    message = r"reads 1000 features, but in_channels \* kernel_size\*\*2 = 10 \* 3\*\*2 = 90"
+    with pytest.raises(ValueError, match=message):
+        fcn.convolutionalize(nn.Linear(1000, 4), 10, 3)
+
+
+def test_yolo_loss_refuses_images_of_another_size():
+    model = yolo.yolo_scenes(width=4)
+    with pytest.raises(ValueError, match=r"loss_fn\(image_size=96\) got 128x128 images: make it with the "
+                                         r"images' size, loss_fn\(128\)"):
+        yolo.loss_fn(96)(model, (torch.rand(4, 1, 128, 128), fake_targets(size=128)))
+
+
+def test_yolo_refuses_degenerate_target_boxes():
+    model = yolo.yolo_scenes(width=4)
+    t = fake_targets()
+    t["boxes"][2, 1] = torch.tensor([50.0, 10.0, 30.0, 40.0])  # x2 < x1
+    message = r"x2 > x1 and y2 > y1 .*got \[50.0, 10.0, 30.0, 40.0\] for object 1 of image 2"
+    with pytest.raises(ValueError, match=message):
+        yolo.loss_fn(96)(model, (torch.rand(4, 1, 96, 96), t))
+    t["boxes"][2, 1] = torch.tensor([30.0, 10.0, 50.0, 10.0])  # zero height, as torchvision refuses
+    with pytest.raises(ValueError, match="for object 1 of image 2"):
+        yolo.loss_fn(96)(model, (torch.rand(4, 1, 96, 96), t))
+
+
+def test_yolo_checks_its_input():
+    with pytest.raises(ValueError, match="YOLO was built for 1-channel images, got 3 channels"):
+        yolo.yolo_scenes(width=4)(torch.zeros(1, 3, 96, 96))
+    with pytest.raises(ValueError, match="YOLO needs images of at least 8x8, got 4x4"):
+        yolo.yolo_scenes(width=4)(torch.zeros(1, 1, 4, 4))
+
+
+def page_faster_rcnn(num_classes=10, in_channels=1, size=96):
+    """The builder as 06_detection_segmentation/04_faster_rcnn defined it before it moved to cnnlib."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+    backbone = yolo.yolo_scenes(in_channels=in_channels).features
+    backbone.out_channels = 128
+    return FasterRCNN(
+        backbone, num_classes=None, min_size=size, max_size=size,
+        image_mean=[0.0] * in_channels, image_std=[1.0] * in_channels,
+        rpn_anchor_generator=AnchorGenerator(sizes=((16, 32, 48),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(128 * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes + 1),
+        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=200,
+        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+        rpn_batch_size_per_image=128, box_batch_size_per_image=64)
+
+
+def detection_scenes(n=2, size=96):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, size, size, generator=g)
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 40.0, 50.0], [50.0, 20.0, 80.0, 60.0]]),
+                "labels": torch.tensor([4, 8])} for _ in range(n)]
+    return x, targets
+
+
+def test_faster_rcnn_scenes_is_the_page_model_from_one_seed():
+    """Same layers, same starting weights from one seed: the page's stored run stays reproducible."""
+    for args in [(), (3, 3, 64)]:
+        torch.manual_seed(0)
+        ours = models.faster_rcnn_scenes(*args).state_dict()
+        torch.manual_seed(0)
+        page = page_faster_rcnn(*args).state_dict()
+        assert list(ours) == list(page) and all(torch.equal(ours[k], page[k]) for k in ours)
+
+
+def test_faster_rcnn_reads_its_channels_from_the_backbone():
+    torch.manual_seed(0)
+    model = models.faster_rcnn_scenes(width=8)  # a 64-channel backbone: 128 hard-coded would not fit
+    assert model.backbone.out_channels == 64
+    assert model.roi_heads.box_head.fc6.in_features == 64 * 7 * 7
+    x, targets = detection_scenes()
+    losses = model.train()(list(x), targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    with torch.no_grad():
+        assert len(model.eval()(list(x))) == 2
+
+
+def test_faster_rcnn_boxes_stay_float32_under_bfloat16_autocast():
+    """torchvision makes anchors and decodes proposals in the features' dtype: in bfloat16 a 64-128 px
+    coordinate is rounded to 0.5 px. The scenes' model switches autocast off inside itself."""
+    torch.manual_seed(0)
+    model = models.faster_rcnn_scenes().eval()
+    x, targets = detection_scenes()
+    anchor_dtypes = []
+    model.rpn.anchor_generator.register_forward_hook(lambda m, i, out: anchor_dtypes.append(out[0].dtype))
+    with torch.no_grad():
+        expected = model(list(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(list(x))
+    assert anchor_dtypes == [torch.float32, torch.float32]
+    for e, g in zip(expected, got):
+        assert g["boxes"].dtype == torch.float32
+        torch.testing.assert_close(g["boxes"], e["boxes"], rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.train()(list(x), targets)
+    assert all(v.dtype == torch.float32 for v in losses.values())

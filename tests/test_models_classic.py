@@ -223,3 +223,24 @@ def test_paper_init():
     with pytest.raises(ValueError, match="init"):
         models.alexnet_paper(init="xavier")
 
+
+
+def test_lrn_runs_in_float32_under_float16_autocast():
+    """Activations above 256 square past float16's largest number (65,504): torch's layer then
+    divides by inf. cnnlib's computes in float32 and hands back the input's dtype."""
+    conv = nn.Conv2d(8, 8, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(8).view(8, 8, 1, 1))
+        conv.bias.zero_()
+    x = (torch.rand(2, 8, 3, 3) * 600).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.float16):
+        h = conv(x)  # float16, as after AlexNet's conv1 and ReLU on a GPU
+        assert h.dtype == torch.float16
+        torch_lrn = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(h)
+        ours = paper_lrn()(h)
+    assert (torch_lrn[h > 256] == 0).all()  # the failure this layer exists to avoid
+    torch.testing.assert_close(ours.float(), paper_lrn()(x.detach()), rtol=2e-3, atol=1e-3)
+    assert ours.dtype == torch.float16
+    ours.float().sum().backward()
+    assert torch.isfinite(x.grad).all()
+

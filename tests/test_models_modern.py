@@ -178,3 +178,46 @@ def test_resnet_cifar_depth_must_be_6n_plus_2():
     with pytest.raises(ValueError, match="6n"):
         models.resnet_cifar(19)
     assert models.longest_path(models.resnet_cifar(20, width=4, residual=False), (1, 1, 28, 28)) == 20
+
+
+@pytest.mark.parametrize("layers", [
+    [nn.Conv2d(1, 1, 7, 2, padding=3), nn.MaxPool2d(3, 2, ceil_mode=True), nn.MaxPool2d(3, 2, ceil_mode=True)],
+    [nn.Conv2d(1, 1, 3), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Conv2d(1, 1, 2)],
+    [nn.Conv2d(1, 1, 5, 3, padding=1), nn.MaxPool2d(2), nn.AvgPool2d(3, 2, padding=1)],
+])
+def test_min_input_size_is_the_smallest_size_torch_accepts(layers):
+    """One rule for plain and ceil-mode poolings (it replaced GoogLeNet's own copy)."""
+    from cnnlib.models._checks import min_input_size
+
+    def works(n):
+        try:
+            return nn.Sequential(*layers)(torch.zeros(1, 1, n, n)).shape[-1] >= 1
+        except RuntimeError:
+            return False
+    smallest = next(n for n in range(1, 100) if works(n))
+    assert min_input_size(nn.Sequential(*layers)) == smallest
+
+
+@pytest.mark.parametrize("depth", [2, -4, 20.0, "20"])
+def test_resnet_cifar_refuses_a_depth_without_blocks(depth):
+    with pytest.raises(ValueError, match=rf"depth must be 6n \+ 2 with n >= 1 .*got {depth!r}"):
+        models.resnet_cifar(depth)
+
+
+@pytest.mark.parametrize("compression", [0, -0.5, 1.5])
+def test_densenet_refuses_a_compression_outside_0_1(compression):
+    with pytest.raises(ValueError, match=rf"compression must be in \(0, 1\], got {compression!r}"):
+        dn.DenseNet(4, (2, 2), 8, 10, 1, compression=compression, small_input=True)
+
+
+def test_densenet_refuses_a_compression_that_leaves_no_channel():
+    with pytest.raises(ValueError, match="compression=0.01 leaves no channel of the 16 after dense block 1"):
+        dn.DenseNet(4, (2, 2), 8, 10, 1, compression=0.01, small_input=True)
+    assert dn.DenseNet(4, (2, 2), 8, 10, 1, compression=1.0, small_input=True)(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("five", [4, 2, 0, 3.0])
+def test_googlenet_refuses_an_even_or_odd_looking_kernel(five):
+    with pytest.raises(ValueError, match=rf"five must be an odd kernel size such as 3 or 5, got {five!r}"):
+        models.googlenet_small(five=five)
+    assert models.googlenet_small(five=5, width=0.125).eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)

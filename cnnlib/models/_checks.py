@@ -21,12 +21,14 @@ def min_input_size(layers):
     """The smallest square input that leaves every map at least 1x1 after `layers`.
 
     Walks the convolutions and poolings backwards: to get n outputs, a layer with kernel k,
-    stride s and padding p needs (n - 1) * s + k - 2p inputs (and at least 1).
+    stride s and padding p needs (n - 1) * s + k - 2p inputs (and at least 1); a pooling that
+    rounds up (ceil_mode) lets its last window hang over the edge, so it needs s - 1 fewer.
     """
     need = 1
     for m in reversed([m for m in layers.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]):
         k, s, p = (_height(getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
-        need = max(1, (need - 1) * s + k - 2 * p)
+        overhang = s - 1 if getattr(m, "ceil_mode", False) else 0
+        need = max(1, (need - 1) * s + k - 2 * p - overhang)
     return need
 
 

@@ -32,17 +32,28 @@ Note on LRN: the paper divides by (k + alpha * sum of squares)^beta with k=2, n=
 alpha=1e-4, beta=0.75; torch.nn.LocalResponseNorm divides alpha by n, so the paper's layer is
 LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2).
 """
+import torch
 import torch.nn as nn
 
 from ._checks import check_input, min_input_size
+from ._registry import register
 
 TORCHVISION_WIDTHS = (64, 192, 384, 256, 256)
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """torch's LocalResponseNorm, computed in float32 also under autocast: it squares its input,
+    and in float16 (largest number 65,504) a ReLU output above 256 squares to inf."""
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float()).to(x.dtype)
+
+
 def paper_lrn():
     """The paper's local response normalisation (see the module note on alpha)."""
-    return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
+    return LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
 
 
 def paper_init(model):
@@ -105,12 +116,14 @@ class AlexNet(nn.Module):
         return self.classifier(x.flatten(1))
 
 
+@register((3, 224, 224))
 def alexnet(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, lrn=False, overlap=True):
     """torchvision's single-tower AlexNet (exactly its parameters at width 1, full stem)."""
     return AlexNet(num_classes, in_channels, widths=TORCHVISION_WIDTHS, groups=1, lrn=lrn,
                    overlap=overlap, small_input=small_input, width=width)
 
 
+@register((3, 224, 224))
 def alexnet_paper(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, lrn=True, overlap=True,
                   init="default"):
     """The 2012 paper's AlexNet: two towers as groups=2, LRN after conv1 and conv2, dropout on the

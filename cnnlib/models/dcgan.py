@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ._checks import check_input
+from ._registry import register
 
 
 class Generator(nn.Module):
@@ -45,8 +46,7 @@ class Generator(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"the generator expects noise of shape (N, {self.latent_dim}), got {tuple(z.shape)}")
         if self.embed is not None:
-            if y is None:
-                raise ValueError("a conditional generator needs class labels y")
+            _check_labels(y, self.num_classes, "generator")
             z = torch.cat([z, self.embed(y)], dim=1)
         return self.upsample(self.project(z))
 
@@ -68,11 +68,21 @@ class Discriminator(nn.Module):
     def forward(self, x, y=None):
         check_input(x, model="the DCGAN discriminator", channels=self.in_channels, size=28)
         if self.num_classes:
-            if y is None:
-                raise ValueError("a conditional discriminator needs class labels y")
+            _check_labels(y, self.num_classes, "discriminator")
             planes = nn.functional.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
             x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)
         return self.read_out(self.features(x)).squeeze(1)
+
+
+def _check_labels(y, num_classes, network):
+    """Class labels for a conditional network: present, integers, each in [0, num_classes)."""
+    if y is None:
+        raise ValueError(f"a conditional {network} needs class labels y")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise ValueError(f"class labels y must be integers, got dtype {y.dtype}")
+    if ((y < 0) | (y >= num_classes)).any():  # on a GPU, nn.Embedding would fail with a device-side assert
+        raise ValueError(f"class labels y must be in [0, {num_classes - 1}] (num_classes={num_classes}), "
+                         f"got values from {y.min().item()} to {y.max().item()}")
 
 
 def dcgan_init(model):
@@ -88,10 +98,12 @@ def dcgan_init(model):
     return model
 
 
+@register((64,))
 def dcgan_generator(latent_dim=64, width=32, out_channels=1, num_classes=None):
     return dcgan_init(Generator(latent_dim, width, out_channels, num_classes))
 
 
+@register((1, 28, 28))
 def dcgan_discriminator(width=32, in_channels=1, num_classes=None):
     return dcgan_init(Discriminator(width, in_channels, num_classes))
 
@@ -126,6 +138,7 @@ class ToyDiscriminator(nn.Module):
         return self.head(self.minibatch_std(self.body(x))).squeeze(1)
 
 
+@register((2,))
 def toy_generator(latent_dim=2, hidden=128, depth=3):
     """An MLP from `latent_dim`-D Gaussian noise to 2-D points."""
     g = nn.Sequential(*_mlp([latent_dim] + [hidden] * depth + [2], nn.ReLU))
@@ -133,6 +146,7 @@ def toy_generator(latent_dim=2, hidden=128, depth=3):
     return g
 
 
+@register((2,))
 def toy_discriminator(hidden=128, depth=3, minibatch_std=False):
     """An MLP from 2-D points to one logit (`minibatch_std`: see MinibatchStd)."""
     return ToyDiscriminator(hidden, depth, minibatch_std)

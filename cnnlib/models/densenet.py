@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._checks import check_input, min_input_size
+from ._registry import register
 
 
 class DenseLayer(nn.Module):
@@ -55,6 +56,8 @@ class DenseNet(nn.Module):
     def __init__(self, growth=32, blocks=(6, 12, 24, 16), stem_channels=64, num_classes=1000, in_channels=3, *,
                  bn_size=4, compression=0.5, small_input=False, name="DenseNet"):
         super().__init__()
+        if not 0 < compression <= 1:  # the paper's theta: a transition keeps that share of the channels
+            raise ValueError(f"compression must be in (0, 1], got {compression!r}")
         self.in_channels, self.name = in_channels, name
         c = stem_channels
         if small_input:
@@ -68,8 +71,12 @@ class DenseNet(nn.Module):
             layers.append(block)
             c = block.out_channels
             if i < len(blocks) - 1:
-                layers.append(Transition(c, int(c * compression)))
-                c = int(c * compression)
+                kept = int(c * compression)
+                if kept < 1:
+                    raise ValueError(f"compression={compression!r} leaves no channel of the {c} after "
+                                     f"dense block {i + 1}: it must keep at least one")
+                layers.append(Transition(c, kept))
+                c = kept
         layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -86,10 +93,12 @@ class DenseNet(nn.Module):
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
+@register((3, 224, 224))
 def densenet121(num_classes=1000, in_channels=3):
     return DenseNet(32, (6, 12, 24, 16), 64, num_classes, in_channels, name="DenseNet-121")
 
 
+@register((1, 28, 28))
 def densenet_small(num_classes=10, in_channels=1, *, growth=12, blocks=(6, 6, 6)):
     """A DenseNet-BC for 28x28: a 3x3 stem of 2 * growth channels, blocks at 28x28, 14x14, 7x7."""
     depth = 2 * sum(blocks) + len(blocks) + 1  # two convolutions per layer, transitions, stem, classifier

@@ -24,6 +24,7 @@ import math
 import torch.nn as nn
 
 from ._checks import check_input
+from ._registry import register
 
 
 class DeepConvNet(nn.Module):
@@ -62,6 +63,7 @@ def he_init(model):
     return model
 
 
+@register((1, 28, 28))
 def deep_convnet(num_classes=10, in_channels=1, hidden=50, dropout=0.5, dropout_logits=True):
     """The DLfS chapter 8 network (hidden 50, dropout 0.5 as in the book)."""
     return DeepConvNet(num_classes, in_channels, hidden, dropout, dropout_logits)

@@ -17,9 +17,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..arith import _is_int
+from ._checks import check_input
+from ._registry import register
+
 
 def convolutionalize(linear, in_channels, kernel_size):
     """The k x k convolution that computes `linear` on a (in_channels, k, k) map, same weights."""
+    if linear.in_features != in_channels * kernel_size ** 2:
+        raise ValueError(f"the linear layer reads {linear.in_features} features, but in_channels * kernel_size**2 "
+                         f"= {in_channels} * {kernel_size}**2 = {in_channels * kernel_size ** 2}: give the "
+                         "channels and side of the map it was trained on")
     conv = nn.Conv2d(in_channels, linear.out_features, kernel_size, bias=linear.bias is not None)
     with torch.no_grad():
         conv.weight.copy_(linear.weight.view(linear.out_features, in_channels, kernel_size, kernel_size))
@@ -41,12 +49,16 @@ def bilinear_kernel(channels, kernel_size):
 
 
 def upsample(channels, factor, mode="transposed"):
-    """x factor upsampling: a transposed convolution (kernel 2 * factor, stride factor, padding
-    factor / 2, started bilinear) or a bilinear resize followed by a 3x3 convolution."""
+    """x factor upsampling: a transposed convolution (kernel 2 * factor, one less for an odd
+    factor, stride factor, padding factor // 2, started bilinear), so n pixels become exactly
+    n * factor, or a bilinear resize followed by a 3x3 convolution."""
+    if not _is_int(factor) or factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor!r}")
     if mode == "transposed":
-        up = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False)
+        kernel = 2 * factor - factor % 2  # (n - 1) * factor - 2 * (factor // 2) + kernel = n * factor
+        up = nn.ConvTranspose2d(channels, channels, kernel, stride=factor, padding=factor // 2, bias=False)
         with torch.no_grad():
-            up.weight.copy_(bilinear_kernel(channels, 2 * factor))
+            up.weight.copy_(bilinear_kernel(channels, kernel))
         return up
     if mode == "resize":
         return nn.Sequential(nn.Upsample(scale_factor=factor, mode="bilinear", align_corners=False),
@@ -67,6 +79,8 @@ class FCN(nn.Module):
         super().__init__()
         w = width
         self.skips = skips
+        self.in_channels, self.name, self.min_size = in_channels, "FCN", 8  # 8: the coarsest map's stride
+        self.register_forward_pre_hook(_check_size)  # forward keeps to the paper's figure
         self.stage1 = _block(in_channels, w, 1)                                          # stride 1
         self.stage2 = nn.Sequential(nn.MaxPool2d(2), _block(w, 2 * w))                   # stride 2
         self.stage4 = nn.Sequential(nn.MaxPool2d(2), _block(2 * w, 4 * w))               # stride 4
@@ -94,16 +108,29 @@ class FCN(nn.Module):
         return self.up2to1(score) + self.score1(f1)
 
 
+def _check_size(model, inputs):
+    """Images (N, C, H, W) with H and W multiples of 8: the upsampled scores then match them pixel for pixel."""
+    x = inputs[0]
+    check_input(x, model=model.name, channels=model.in_channels, min_size=model.min_size)
+    h, w = x.shape[-2:]
+    if h % 8 or w % 8:
+        raise ValueError(f"FCN needs H and W to be multiples of 8, got {h}x{w} (crop or pad the "
+                         f"images to {h // 8 * 8}x{w // 8 * 8} or {-(-h // 8) * 8}x{-(-w // 8) * 8})")
+
+
+@register((1, 96, 96))
 def fcn_scenes(num_classes=11, in_channels=1, width=16, skips=True, mode="transposed"):
     return FCN(num_classes, in_channels, width, skips, mode)
 
 
 def segmentation_loss(model, batch, ignore_index=255):
-    """Pixel-wise cross-entropy and pixel accuracy of a batch (images, {"masks": ...})."""
+    """Pixel-wise cross-entropy and pixel accuracy of a batch (images, {"masks": ...}), both over
+    the pixels whose mask is not ignore_index; a batch without any such pixel gives 0 and 0."""
     x, target = batch
-    masks = target["masks"] if isinstance(target, dict) else target
+    masks = (target["masks"] if isinstance(target, dict) else target).long()  # scenes store uint8
     logits = model(x)
-    loss = F.cross_entropy(logits.float(), masks, ignore_index=ignore_index)
     valid = masks != ignore_index
-    acc = (logits.argmax(1) == masks)[valid].float().mean()
+    labelled = valid.sum().clamp(min=1)  # a batch with no labelled pixel: loss 0, accuracy 0, not 0/0
+    loss = F.cross_entropy(logits.float(), masks, ignore_index=ignore_index, reduction="sum") / labelled
+    acc = ((logits.argmax(1) == masks) & valid).sum() / labelled
     return loss, {"pixel_acc": acc}

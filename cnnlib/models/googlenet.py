@@ -4,7 +4,7 @@ An Inception module runs four branches side by side on the same input and concat
 outputs along the channels: a 1x1 convolution; a 1x1 reduction then a 3x3; a 1x1 reduction then
 a "5x5"; a 3x3 max pool (stride 1) then a 1x1 projection. The 1x1 reductions (an idea taken
 from Network in Network) keep the wide convolutions cheap. Nine modules, 22 layers with weights
-on the longest path (27 counting the poolings, see ``longest_path``), one dense layer at the end
+on the longest path (27 counting the poolings, see ``cnnlib.arith.longest_path``), one dense layer at the end
 after global average pooling, and two auxiliary classifiers (after 4a and 4d) that only exist in
 training mode: ``forward`` returns ``(logits, aux1, aux2)`` in training and the logits alone in
 eval mode. Train with ``loss_fn=googlenet_loss`` (the aux losses weighted by 0.3, as in the paper).
@@ -17,13 +17,16 @@ torchvision keeps for its weights); ``five=5`` builds the paper's 5x5 kernels.
 ``googlenet_small()`` reads 28x28 images: one 3x3 stem convolution instead of the 7x7 stride-2
 stem and its poolings, then the same nine modules at 14x14, 7x7 and 4x4; ``width`` scales every
 channel count so that it trains on a CPU.
+
+Taught in chapters/05_modern_cnns/07_googlenet.ipynb.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
-from ._checks import check_input
+from ..arith import _is_int
+from ._checks import check_input, min_input_size
+from ._registry import register
 
 # in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection (Table 1 of the paper)
 INCEPTIONS = {
@@ -79,23 +82,6 @@ class InceptionAux(nn.Module):
         return self.fc2(self.dropout(F.relu(self.fc1(x), inplace=True)))
 
 
-def _min_size(layers):
-    """The smallest square input that leaves a map of at least 1x1, for ceil-mode poolings too.
-
-    Walks the layers backwards: n outputs need (n - 1) * s + k - 2p inputs, one fewer than
-    that (but at least k - 2p - s + 1) when the pooling rounds up (ceil_mode).
-    """
-    need = 1
-    for m in reversed([m for m in layers.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d))]):
-        k, s, p = (v[0] if isinstance(v, tuple) else v for v in (m.kernel_size, m.stride, m.padding))
-        if getattr(m, "ceil_mode", False):
-            need = (need - 2) * s + k - 2 * p + 1
-        else:
-            need = (need - 1) * s + k - 2 * p
-        need = max(1, need)
-    return need
-
-
 def _scaled(config, width, in_channels=None):
     out = [max(1, round(c * width)) for c in config]
     if in_channels is not None:
@@ -107,6 +93,9 @@ class GoogLeNet(nn.Module):
     def __init__(self, stem, stem_channels, num_classes=1000, in_channels=3, *, aux_logits=True,
                  width=1.0, five=3, dropout=0.2, pool4=(2, 2), name="GoogLeNet"):
         super().__init__()
+        if not _is_int(five) or five < 1 or five % 2 == 0:
+            # padding five // 2 keeps the map's size only for an odd kernel; the branches must agree
+            raise ValueError(f"five must be an odd kernel size such as 3 or 5, got {five!r}")
         self.in_channels, self.name, self.aux_logits = in_channels, name, aux_logits
         self.stem = stem
         blocks, channels = {}, stem_channels
@@ -129,7 +118,7 @@ class GoogLeNet(nn.Module):
             self.aux2 = InceptionAux(blocks["4e"].branch1[0].in_channels, num_classes, **aux)
         else:
             self.aux1 = self.aux2 = None
-        self.min_size = _min_size(nn.Sequential(self.stem, self.maxpool3, self.maxpool4))
+        self.min_size = min_input_size(nn.Sequential(self.stem, self.maxpool3, self.maxpool4))
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.01, a=-2, b=2)
@@ -148,6 +137,7 @@ class GoogLeNet(nn.Module):
         return (logits, aux1, aux2) if aux1 is not None else logits
 
 
+@register((3, 224, 224))
 def googlenet(num_classes=1000, in_channels=3, aux_logits=True, **kwargs):
     """GoogLeNet for 224x224 images (torchvision's layout and parameter count)."""
     stem = nn.Sequential(
@@ -157,6 +147,7 @@ def googlenet(num_classes=1000, in_channels=3, aux_logits=True, **kwargs):
     return GoogLeNet(stem, 192, num_classes, in_channels, aux_logits=aux_logits, **kwargs)
 
 
+@register((1, 28, 28))
 def googlenet_small(num_classes=10, in_channels=1, aux_logits=False, width=0.25, **kwargs):
     """GoogLeNet for 28x28 images: a 3x3 stem, then the nine modules at 14x14, 7x7 and 4x4."""
     c = max(1, round(192 * width))
@@ -174,51 +165,3 @@ def googlenet_loss(model, batch, aux_weight=0.3):
     for a in aux:
         loss = loss + aux_weight * F.cross_entropy(a, y)
     return loss, {"acc": (logits.argmax(dim=1) == y).float().mean()}
-
-
-class _Depth(TorchFunctionMode):
-    """Carries a depth along every tensor: an op's output is as deep as its deepest input."""
-
-    def __init__(self):
-        super().__init__()
-        self.depth, self.keep = {}, []
-
-    def of(self, t):
-        return self.depth.get(id(t), 0)
-
-    def set(self, t, d):
-        self.depth[id(t)] = d
-        self.keep.append(t)  # ids stay unique while the tensor lives
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = [a for a in (*args, *(kwargs or {}).values()) if torch.is_tensor(a)]
-        inputs += [t for a in args if isinstance(a, (list, tuple)) for t in a if torch.is_tensor(t)]
-        if torch.is_tensor(out):
-            self.set(out, max((self.of(t) for t in inputs), default=0))
-        return out
-
-
-def longest_path(model, input_size, kinds=(nn.Conv2d, nn.Linear)):
-    """The number of layers of the given kinds on the longest path from input to output.
-
-    Follows branches, concatenations and additions (in eval mode: GoogLeNet's aux heads are not
-    on the path). kinds=(nn.Conv2d, nn.Linear) counts the layers with weights; add
-    nn.MaxPool2d, nn.AvgPool2d and nn.AdaptiveAvgPool2d to count the poolings too.
-    """
-    tracker = _Depth()
-
-    def hook(module, inputs, output):
-        tracker.set(output, max(tracker.of(t) for t in inputs) + 1)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad(), tracker:
-            out = model(torch.zeros(input_size))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return tracker.of(out)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ._checks import check_input
+from ._registry import register
 
 
 class ScaledTanh(nn.Module):
@@ -50,14 +51,17 @@ class LeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+@register((1, 28, 28))
 def lenet5(num_classes=10, in_channels=1, scaled_tanh=False):
     return LeNet(num_classes, in_channels, ScaledTanh if scaled_tanh else nn.Tanh, nn.AvgPool2d)
 
 
+@register((1, 28, 28))
 def lenet5_d2l(num_classes=10, in_channels=1):
     return LeNet(num_classes, in_channels, nn.Sigmoid, nn.AvgPool2d)
 
 
+@register((1, 28, 28))
 def lenet5_modern(num_classes=10, in_channels=1):
     return LeNet(num_classes, in_channels, nn.ReLU, nn.MaxPool2d)
 

@@ -13,6 +13,7 @@ The models return logits (unnormalised scores): the softmax lives in the loss
 import math
 
 import torch.nn as nn
+from ._registry import register
 
 
 class MLP(nn.Module):
@@ -52,11 +53,13 @@ class MLP(nn.Module):
         return [m for m in self.layers if isinstance(m, nn.Linear)]
 
 
+@register((1, 28, 28))
 def softmax_regression(num_inputs=784, num_classes=10):
     """Multinomial logistic regression: one linear layer; the softmax is in the loss."""
     return MLP(num_inputs, hidden=(), num_outputs=num_classes)
 
 
+@register((1, 28, 28))
 def mlp(num_inputs=784, hidden=(256,), num_classes=10, activation=nn.ReLU, dropout=0.0):
     """An MLP classifier with the given hidden widths (one hidden layer of 256 by default)."""
     return MLP(num_inputs, hidden, num_classes, activation, dropout)

@@ -17,6 +17,7 @@ Both end with a ReLU before the pooling, as the paper's network does.
 import torch.nn as nn
 
 from ._checks import check_input, min_input_size
+from ._registry import register
 
 
 def mlpconv(in_channels, channels, kernel_size, stride=1, padding=0):
@@ -45,6 +46,7 @@ class NiN(nn.Module):
         return self.gap(self.features(x)).flatten(1)
 
 
+@register((3, 224, 224))
 def nin(num_classes=1000, in_channels=3, dropout=0.5):
     """NiN for 224x224 images (d2l's version of the ImageNet model)."""
     features = nn.Sequential(
@@ -57,6 +59,7 @@ def nin(num_classes=1000, in_channels=3, dropout=0.5):
     return NiN(features, in_channels)
 
 
+@register((3, 32, 32))
 def nin_cifar(num_classes=10, in_channels=3, width=1.0, dropout=0.5):
     """The paper's CIFAR-10 NiN (32x32 images); `width` scales the 192/160/96 channels."""
     w = lambda c: max(1, round(c * width))  # noqa: E731

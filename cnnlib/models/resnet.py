@@ -24,7 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..arith import _is_int
 from ._checks import check_input, min_input_size
+from ._registry import register
 
 
 def conv3x3(in_channels, out_channels, stride=1):
@@ -111,7 +113,7 @@ class ResNet(nn.Module):
     def __init__(self, block, layers, num_classes=1000, in_channels=3, *, widths=(64, 128, 256, 512),
                  small_input=False, residual=True, name="ResNet"):
         super().__init__()
-        init_seed = int(torch.randint(2**62, ()))  # drawn before any layer, the same for a plain twin
+        init_seed = int(torch.randint(2**62, (), device="cpu"))  # drawn before any layer, the same for a plain twin
         self.in_channels, self.name = in_channels, name
         c = widths[0]
         if small_input:  # 28x28 or 32x32: keep the resolution for the first stage
@@ -166,22 +168,26 @@ def _resnet(block, layers, depth, num_classes, in_channels, small_input, width, 
                   residual=residual, name=name)
 
 
+@register((3, 224, 224))
 def resnet18(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, residual=True):
     return _resnet(BasicBlock, [2, 2, 2, 2], 18, num_classes, in_channels, small_input, width, residual)
 
 
+@register((3, 224, 224))
 def resnet34(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, residual=True):
     return _resnet(BasicBlock, [3, 4, 6, 3], 34, num_classes, in_channels, small_input, width, residual)
 
 
+@register((3, 224, 224))
 def resnet50(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, residual=True):
     return _resnet(Bottleneck, [3, 4, 6, 3], 50, num_classes, in_channels, small_input, width, residual)
 
 
-def resnet_cifar(depth, num_classes=10, in_channels=1, *, width=16, residual=True, preact=False):
+@register((1, 28, 28))
+def resnet_cifar(depth=20, num_classes=10, in_channels=1, *, width=16, residual=True, preact=False):
     """He et al.'s CIFAR network: 6n + 2 layers, three stages of n blocks (width, 2 width, 4 width)."""
-    if (depth - 2) % 6:
-        raise ValueError(f"depth must be 6n + 2 (8, 14, 20, 32, 44, 56, 110), got {depth}")
+    if not _is_int(depth) or depth < 8 or (depth - 2) % 6:  # n >= 1 block per stage
+        raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth!r}")
     n = (depth - 2) // 6
     kind = ("PreAct" if preact else "") + ("ResNet" if residual else "Plain")
     return ResNet(PreActBlock if preact else BasicBlock, [n] * 3, num_classes, in_channels,

@@ -17,6 +17,7 @@ so that the network trains on a CPU.
 import torch.nn as nn
 
 from ._checks import check_input, min_input_size
+from ._registry import register
 
 CONFIGS = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -79,33 +80,41 @@ def _vgg(key, batch_norm, num_classes, in_channels, **kwargs):
     return VGG(CONFIGS[key], num_classes, in_channels, batch_norm=batch_norm, name=name, **kwargs)
 
 
+@register((3, 224, 224))
 def vgg11(num_classes=1000, in_channels=3, **kwargs):
     return _vgg("vgg11", False, num_classes, in_channels, **kwargs)
 
 
+@register((3, 224, 224))
 def vgg11_bn(num_classes=1000, in_channels=3, **kwargs):
     return _vgg("vgg11", True, num_classes, in_channels, **kwargs)
 
 
+@register((3, 224, 224))
 def vgg13(num_classes=1000, in_channels=3, **kwargs):
     return _vgg("vgg13", False, num_classes, in_channels, **kwargs)
 
 
+@register((3, 224, 224))
 def vgg13_bn(num_classes=1000, in_channels=3, **kwargs):
     return _vgg("vgg13", True, num_classes, in_channels, **kwargs)
 
 
+@register((3, 224, 224))
 def vgg16(num_classes=1000, in_channels=3, **kwargs):
     return _vgg("vgg16", False, num_classes, in_channels, **kwargs)
 
 
+@register((3, 224, 224))
 def vgg16_bn(num_classes=1000, in_channels=3, **kwargs):
     return _vgg("vgg16", True, num_classes, in_channels, **kwargs)
 
 
+@register((3, 224, 224))
 def vgg19(num_classes=1000, in_channels=3, **kwargs):
     return _vgg("vgg19", False, num_classes, in_channels, **kwargs)
 
 
+@register((3, 224, 224))
 def vgg19_bn(num_classes=1000, in_channels=3, **kwargs):
     return _vgg("vgg19", True, num_classes, in_channels, **kwargs)

@@ -22,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import boxes as box_ops
+from ._checks import check_input
+from ._registry import register
 
 
 def _conv(c_in, c_out):
@@ -35,6 +37,8 @@ class YOLO(nn.Module):
         so the grid is the input size / 2^(len(stages) - 1)."""
         super().__init__()
         self.num_classes, self.boxes_per_cell = num_classes, boxes_per_cell
+        self.in_channels, self.name = in_channels, "YOLO"
+        self.min_size = 2 ** (len(stages) - 1)  # the grid's stride: one cell at least
         layers, c = [], in_channels
         for i, widths in enumerate(stages):
             if i:
@@ -47,6 +51,7 @@ class YOLO(nn.Module):
 
     def forward(self, x):
         """(N, C, H, W) -> (N, S, S, B*5 + C)."""
+        check_input(x, model=self.name, channels=self.in_channels, min_size=self.min_size)
         return self.head(self.features(x)).permute(0, 2, 3, 1)
 
     def split(self, out):
@@ -55,11 +60,13 @@ class YOLO(nn.Module):
         return out[..., :5 * b].unflatten(-1, (b, 5)).sigmoid(), out[..., 5 * b:]
 
 
+@register((1, 96, 96))
 def yolo_scenes(num_classes=10, boxes_per_cell=2, in_channels=1, width=16):
     w = width
     return YOLO(num_classes, boxes_per_cell, in_channels, ((w,), (2 * w,), (4 * w, 4 * w), (8 * w, 8 * w)))
 
 
+@register((3, 448, 448))
 def yolo_voc(num_classes=20, boxes_per_cell=2, width=8):
     w = width
     return YOLO(num_classes, boxes_per_cell, 3, ((w,), (w,), (2 * w,), (2 * w,), (4 * w,), (4 * w,), (8 * w,)))
@@ -85,6 +92,7 @@ def grid_targets(boxes, labels, grid, image_size):
     Two objects with their centre in one cell: the later one is kept (YOLO's known limit)."""
     n = len(boxes)
     real = labels >= 0
+    _refuse_degenerate(boxes, real)
     cxcy = (boxes[..., :2] + boxes[..., 2:]) / 2
     cell = (cxcy / (image_size / grid)).long().clamp(0, grid - 1)
     img = torch.arange(n, device=boxes.device)[:, None].expand_as(labels)
@@ -96,6 +104,15 @@ def grid_targets(boxes, labels, grid, image_size):
     target_box[idx] = boxes[real]
     target_label[idx] = labels[real]
     return has_object, target_box, target_label
+
+
+def _refuse_degenerate(boxes, real):
+    """torchvision's detectors' rule: every real box has a positive width and height."""
+    bad = real & (boxes[..., 2:] <= boxes[..., :2]).any(-1)
+    if bad.any():
+        i, k = bad.nonzero()[0].tolist()
+        raise ValueError(f"target boxes must have x2 > x1 and y2 > y1 (corner format), got "
+                         f"{boxes[i, k].tolist()} for object {k} of image {i}")
 
 
 def yolo_loss(model, out, target, image_size, lambda_coord=5.0, lambda_noobj=0.5):
@@ -134,6 +151,9 @@ def loss_fn(image_size):
     """A fit-ready loss_fn(model, (images, target dict))."""
     def detection_loss(model, batch):
         x, target = batch
+        if tuple(x.shape[-2:]) != (image_size, image_size):  # the grid's cells would be the wrong size
+            raise ValueError(f"loss_fn(image_size={image_size}) got {x.shape[-2]}x{x.shape[-1]} images: "
+                             f"make it with the images' size, loss_fn({x.shape[-1]})")
         return yolo_loss(_unwrap(model), model(x), target, image_size)
     return detection_loss
 
