@@ -20,6 +20,8 @@ The hyperparameters are checked as torch.optim checks them (a rate, decay, momen
 below 0, betas outside [0, 1), rho or alpha outside [0, 1] are refused), and a learning rate
 must also be finite. Complex parameters are stepped as pairs of reals, as torch does. Sparse
 gradients work with SGD and Momentum (without weight decay); the others refuse them.
+
+Chapter 2 (chapters/02_optimisation) teaches these rules and the range test.
 """
 import math
 import numbers
