@@ -7,8 +7,12 @@
 The discriminator D outputs a logit; D(x) = sigmoid(logit) is its probability that x is real.
 One step: D ascends log D(x) + log(1 - D(G(z))), then G descends either the minimax loss
 log(1 - D(G(z))) or the non-saturating one -log D(G(z)) (Goodfellow et al., 2014).
+
+Chapter 7 (chapters/07_gans) teaches these pieces.
 """
 import math
+import numbers
+import warnings
 
 import torch
 import torch.nn as nn
@@ -20,9 +24,32 @@ class GAN(nn.Module):
 
     def __init__(self, generator, discriminator):
         super().__init__()
+        if not isinstance(getattr(generator, "latent_dim", None), numbers.Integral):
+            raise TypeError(f"the generator needs a latent_dim attribute (the size of its noise input), "
+                             f"got {type(generator).__name__} with latent_dim={getattr(generator, 'latent_dim', None)!r}; "
+                             "set generator.latent_dim = <size>")
         self.generator, self.discriminator = generator, discriminator
         self.latent_dim = generator.latent_dim
         self.num_classes = getattr(generator, "num_classes", None)
+        self._probe_generator()
+
+    @torch.no_grad()
+    def _probe_generator(self):
+        """One forward pass on zero noise (eval mode: no statistics move), so a latent_dim that
+        disagrees with the generator's first layer is named here, not inside a matmul."""
+        G = self.generator
+        device = next(G.parameters(), torch.empty(0)).device
+        z = torch.zeros(2, self.latent_dim, device=device)
+        y = torch.zeros(2, dtype=torch.long, device=device) if self.num_classes else None
+        was_training = G.training
+        G.eval()
+        try:
+            _call(G, z, y)
+        except Exception as err:
+            raise ValueError(f"the generator's latent_dim={self.latent_dim} does not fit its input: noise of "
+                             f"shape {tuple(z.shape)} fails with: {err}") from err
+        finally:
+            G.train(was_training)
 
     def noise(self, n, generator=None):
         device = next(self.parameters()).device
@@ -52,22 +79,31 @@ class GANStep:
     d_steps: discriminator updates per generator update.
     instance_noise: std of Gaussian noise added to both real and fake inputs of D.
     Batches are (x, y): y is ignored unless the GAN is conditional; image batches are expected
-    in [-1, 1] (the generator's tanh range): pass `scale_images=True` to map [0, 1] to it.
+    in [-1, 1] (the generator's tanh range): pass `scale_images=True` to map [0, 1] to it
+    (a warning says so once when a tanh generator meets real images that are all >= 0).
+    `optimizers` is [opt_g, opt_d], the order the chapter passes them to fit, so fit can
+    checkpoint both.
     """
 
     def __init__(self, gan, opt_g, opt_d, *, generator_loss="non_saturating", d_steps=1,
                  instance_noise=0.0, scale_images=False):
         if generator_loss not in ("non_saturating", "minimax"):
             raise ValueError(f"generator_loss must be 'non_saturating' or 'minimax', got {generator_loss!r}")
+        if isinstance(d_steps, bool) or not isinstance(d_steps, numbers.Integral) or d_steps < 1:
+            raise ValueError(f"d_steps must be a positive integer (discriminator updates per generator "
+                             f"update), got {d_steps!r}")
         self.gan, self.opt_g, self.opt_d = gan, opt_g, opt_d
+        self.optimizers = [opt_g, opt_d]
         self.generator_loss, self.d_steps = generator_loss, d_steps
         self.instance_noise, self.scale_images = instance_noise, scale_images
+        self._range_unchecked = not scale_images and _ends_in_tanh(gan.generator)
 
     def _noisy(self, x):
         return x + self.instance_noise * torch.randn_like(x) if self.instance_noise else x
 
     def __call__(self, batch):
         real, y = batch
+        self._warn_once_if_unscaled(real)
         if self.scale_images:
             real = real * 2 - 1
         y = y if self.gan.num_classes else None
@@ -89,6 +125,20 @@ class GANStep:
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
                 "d_real": torch.sigmoid(logit_real).mean().detach(),  # D's belief, before its update
                 "d_fake": torch.sigmoid(logit_fake).mean().detach()}  # after it: what G trained on
+
+
+    def _warn_once_if_unscaled(self, real):
+        if self._range_unchecked:  # one host sync, on the first batch only
+            self._range_unchecked = False
+            if real.min() >= 0:
+                warnings.warn("the generator ends in tanh (outputs in [-1, 1]) but the real images are all "
+                              ">= 0: pass GANStep(..., scale_images=True) to map [0, 1] images to [-1, 1]",
+                              stacklevel=3)
+
+
+def _ends_in_tanh(net):
+    leaves = [m for m in net.modules() if not list(m.children())]
+    return bool(leaves) and isinstance(leaves[-1], nn.Tanh)
 
 
 def discriminator_loss(logit_real, logit_fake):
@@ -168,6 +218,11 @@ class Features(nn.Module):
 
 def frechet_score(features, real, fake, batch_size=500):
     """FID between two sets of images in [0, 1], on `features` (a Features module)."""
+    for name, images in (("real", real), ("fake", fake)):
+        low, high = images.min().item(), images.max().item()
+        if low < 0 or high > 1:  # NaN passes this test, but torchmetrics' own check fails on it
+            raise ValueError(f"frechet_score expects images in [0, 1]; the {name} images range over "
+                             f"[{low:g}, {high:g}] (map [-1, 1] with (x + 1) / 2, 0..255 with x / 255)")
     from torchmetrics.image.fid import FrechetInceptionDistance
     fid = FrechetInceptionDistance(feature=features, normalize=True)
     device = next(features.parameters()).device
@@ -184,10 +239,26 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 
     tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, which are real
     and non-negative for covariance matrices (S1 S2 is similar to S1^(1/2) S2 S1^(1/2)).
+    Eigenvalues below 0 (rounding) are clamped to 0; whether S1 and S2 are positive
+    semi-definite is not checked, so matrices that are not covariances give a meaningless number.
+    Non-finite inputs are refused (a covariance of fewer than 2 samples is NaN).
     """
+    _check_statistics(mu1=mu1, sigma1=sigma1, mu2=mu2, sigma2=sigma2)
     mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
     eig = torch.linalg.eigvals(sigma1 @ sigma2).real.clamp(min=0)
     return ((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * eig.sqrt().sum()).item()
+
+
+def _check_statistics(**stats):
+    d = stats["mu1"].shape[-1]
+    for name, t in stats.items():
+        want = (d,) if name.startswith("mu") else (d, d)
+        if tuple(t.shape) != want:
+            raise ValueError(f"frechet_distance: {name} must have shape {want} (mu1 has {d} features), "
+                             f"got {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"frechet_distance: {name} holds NaN or infinite values (non-finite features, "
+                             "or a covariance of fewer than 2 samples)")
 
 
 def fit_with_snapshots(gan, loader, *, epochs, optimizers, train_step, snapshot, **fit_kwargs):

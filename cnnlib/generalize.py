@@ -4,9 +4,16 @@
     terms = bias_variance(fit_predict, f, x_test, sample_x, noise_std=0.3, n_train=30)
     terms.bias2 + terms.variance + terms.noise   # ~= terms.mse, the expected test error
 """
+import numbers
+import reprlib
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def _check_integer(name, value, meaning):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, {meaning}, got {reprlib.repr(value)}")
 
 
 def kfold(n, k, *, shuffle=False, seed=0):
@@ -15,6 +22,8 @@ def kfold(n, k, *, shuffle=False, seed=0):
     The n examples are cut into k folds of nearly equal size (the first n % k folds get one
     extra, as scikit-learn's KFold does); split i holds fold i out and trains on the other k-1.
     """
+    _check_integer("n", n, "the number of examples (pass len(dataset))")
+    _check_integer("k", k, "the number of folds")
     if not 2 <= k <= n:
         raise ValueError(f"k must be between 2 and the number of examples {n}, got {k}")
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
@@ -50,6 +59,7 @@ def bias_variance(fit_predict, f, x_test, sample_x, *, noise_std, n_train, trial
     f: the true function; the data are y = f(x) + N(0, noise_std^2) with x = sample_x(rng, n).
     Each trial draws a training set and, independently, fresh noisy targets at x_test.
     """
+    _check_counts(n_train=(n_train, 1), trials=(trials, 2))  # two trials at least for a variance
     rng = np.random.default_rng(seed)
     truth = f(x_test)
     preds = np.empty((trials, len(x_test)))
@@ -57,7 +67,7 @@ def bias_variance(fit_predict, f, x_test, sample_x, *, noise_std, n_train, trial
     for t in range(trials):
         x = sample_x(rng, n_train)
         y = f(x) + noise_std * rng.standard_normal(len(x))
-        preds[t] = fit_predict(x, y, x_test)
+        preds[t] = _predictions(fit_predict(x, y, x_test), len(x_test), trial=t)
         targets[t] = truth + noise_std * rng.standard_normal(len(x_test))
     average_model = preds.mean(axis=0)
     per_trial_mse = ((targets - preds) ** 2).mean(axis=1)
@@ -68,3 +78,22 @@ def bias_variance(fit_predict, f, x_test, sample_x, *, noise_std, n_train, trial
         mse=float(per_trial_mse.mean()),
         mse_se=float(per_trial_mse.std(ddof=1) / np.sqrt(trials)),
     )
+
+
+def _check_counts(**counts):
+    for name, (value, minimum) in counts.items():
+        _check_integer(name, value, f"at least {minimum}")
+        if value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _predictions(values, n, trial):
+    """fit_predict's answer as (n,) floats, or a message naming what is wrong with it."""
+    values = np.asarray(values, dtype=float)
+    if values.shape != (n,):
+        raise ValueError(f"fit_predict must return one prediction per test point, shape ({n},), "
+                         f"got shape {values.shape} (trial {trial})")
+    if not np.isfinite(values).all():
+        raise ValueError(f"fit_predict returned non-finite predictions in trial {trial}: "
+                         f"{int((~np.isfinite(values)).sum())} of {n} are NaN or infinite")
+    return values

@@ -15,8 +15,17 @@ few lines; each takes the same steps as its ``torch.optim`` counterpart (tests/t
 
 g is the gradient plus ``weight_decay * w`` (an L2 penalty, as torch.optim does it). State is
 kept in tensors, the step count too, so a step can be captured in a CUDA graph.
+
+The hyperparameters are checked as torch.optim checks them (a rate, decay, momentum or eps
+below 0, betas outside [0, 1), rho or alpha outside [0, 1] are refused), and a learning rate
+must also be finite. Complex parameters are stepped as pairs of reals, as torch does. Sparse
+gradients work with SGD and Momentum (without weight decay); the others refuse them.
+
+Chapter 2 (chapters/02_optimisation) teaches these rules and the range test.
 """
 import math
+import numbers
+from functools import partial
 
 import torch
 
@@ -24,13 +33,81 @@ __all__ = ["SGD", "Momentum", "Nesterov", "Adagrad", "Adadelta", "RMSprop", "Ada
            "OPTIMIZERS", "lr_range_test", "smooth", "suggest_lr"]
 
 
+def _number(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return value
+
+
+def _check_lr(lr):
+    if not (0.0 <= _number("lr", lr) < math.inf):  # also false for NaN
+        raise ValueError(f"learning rate lr must be a finite number >= 0, got {lr!r}")
+
+
+def _check_at_least_zero(name, value):
+    if not 0.0 <= _number(name, value):
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def _check_unit_interval(name, value):
+    if not 0.0 <= _number(name, value) <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+
+
+def _check_betas(betas):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= _number(f"betas[{i}]", beta) < 1.0:  # beta = 1 makes 1 - beta^t zero
+            raise ValueError(f"betas[{i}] must be in [0, 1), got {beta!r}")
+
+
+# How each hyperparameter is checked: torch.optim's conditions (alpha also <= 1: above it G goes negative).
+_CHECKS = {"lr": _check_lr, "betas": _check_betas,
+           "weight_decay": partial(_check_at_least_zero, "weight_decay"),
+           "momentum": partial(_check_at_least_zero, "momentum"),
+           "eps": partial(_check_at_least_zero, "eps"),
+           "rho": partial(_check_unit_interval, "rho"),
+           "alpha": partial(_check_unit_interval, "alpha")}
+
+
 class _RuleOptimizer(torch.optim.Optimizer):
     """Loops over parameters and applies weight decay; subclasses write ``update``."""
 
+    sparse_gradients = False  # whether ``update`` works on a sparse g (rules linear in g)
+
     def __init__(self, params, **defaults):
-        if defaults["lr"] < 0:
-            raise ValueError(f"learning rate must be non-negative, got {defaults['lr']}")
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group):
+        """torch's add_param_group, after checking the group's hyperparameters."""
+        if isinstance(param_group, dict):  # torch itself refuses anything else
+            self.check_hyperparameters({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+
+    def check_hyperparameters(self, group):
+        for name, check in _CHECKS.items():
+            if name in group:
+                check(group[name])
+
+    def load_state_dict(self, state_dict):
+        """torch's load_state_dict, refusing the state of another optimiser (other keys)."""
+        self._check_state_keys(state_dict)
+        super().load_state_dict(state_dict)
+
+    def _check_state_keys(self, state_dict):
+        what = type(self).__name__
+        expected = {}
+        self.init_state(expected, torch.zeros(1))
+        for group in state_dict.get("param_groups", []):
+            missing = set(self.defaults) - set(group)
+            if missing:
+                raise ValueError(f"this state_dict is not {what}'s: its parameter groups lack "
+                                 f"{sorted(missing)} (it comes from another optimiser)")
+        for state in state_dict.get("state", {}).values():
+            if state and set(state) != set(expected):
+                raise ValueError(f"this state_dict is not {what}'s: a parameter's state holds "
+                                 f"{sorted(state)}, {what} keeps {sorted(expected)}")
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -39,17 +116,30 @@ class _RuleOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for w in group["params"]:
-                if w.grad is None:
+            for p in group["params"]:
+                if p.grad is None:
                     continue
-                g = w.grad
+                w, g = p, p.grad
+                if g.is_sparse:
+                    self._check_sparse(group)
+                if torch.is_complex(p):  # as torch: a complex number is a pair of reals
+                    w, g = torch.view_as_real(p), torch.view_as_real(g)
                 if group["weight_decay"]:
                     g = g.add(w, alpha=group["weight_decay"])
-                state = self.state[w]
+                state = self.state[p]
                 if not state:
                     self.init_state(state, w)
                 self.update(w, g, state, group)
         return loss
+
+    def _check_sparse(self, group):
+        what = type(self).__name__
+        if not self.sparse_gradients:
+            raise RuntimeError(f"{what} does not support sparse gradients (from nn.Embedding(sparse=True)), "
+                               "please consider SGD, Momentum or torch.optim.SparseAdam instead")
+        if group["weight_decay"]:
+            raise RuntimeError(f"{what} does not support sparse gradients with weight_decay "
+                               f"(got {group['weight_decay']!r}): use weight_decay=0")
 
     def init_state(self, state, w):
         """Zero tensors the rule accumulates into (none for plain SGD)."""
@@ -70,6 +160,8 @@ def _step_count(w):
 class SGD(_RuleOptimizer):
     """Plain (stochastic) gradient descent: w <- w - lr g."""
 
+    sparse_gradients = True
+
     def __init__(self, params, lr=0.1, weight_decay=0.0):
         super().__init__(params, lr=lr, weight_decay=weight_decay)
 
@@ -79,6 +171,8 @@ class SGD(_RuleOptimizer):
 
 class Momentum(_RuleOptimizer):
     """Heavy-ball momentum: b <- mu b + g; w <- w - lr b (torch's SGD with momentum, dampening 0)."""
+
+    sparse_gradients = True
 
     def __init__(self, params, lr=0.1, momentum=0.9, weight_decay=0.0):
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -97,6 +191,13 @@ class Nesterov(Momentum):
     This is the look-ahead rule (gradient taken at w + mu v) rewritten in the look-ahead
     point's coordinates, so it needs only the gradient at the current weights.
     """
+
+    sparse_gradients = False  # g + mu b adds a dense b to a sparse g
+
+    def check_hyperparameters(self, group):
+        super().check_hyperparameters(group)
+        if group["momentum"] <= 0:  # torch: "Nesterov momentum requires a momentum"
+            raise ValueError(f"Nesterov momentum requires a momentum > 0, got {group['momentum']!r}")
 
     def update(self, w, g, state, group):
         b = state["velocity"].mul_(group["momentum"]).add_(g)

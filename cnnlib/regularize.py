@@ -6,16 +6,34 @@ Targets as probabilities (they stay one-hot unless a technique softens them):
 - ``cutmix``: a box of one image pasted into another; targets mixed by the box's area.
 - ``cutout``: a box of the image zeroed; the target is left alone.
 ``soft_cross_entropy`` is the loss for such targets and ``mixing_loss`` wraps them for ``fit``.
+Mixing takes probabilities (N, K) and refuses class indices (N,): ``one_hot`` them first.
 
 Layers and noise: ``dropout`` / ``Dropout`` (units), ``DropConnectLinear`` (weights),
 ``BatchNorm2d`` from scratch, ``gaussian_noise`` on inputs (a loader augmentation) and
 ``add_weight_noise`` on weights. ``small_cnn`` is the chapter's test bed; ``ensemble_probs``
 averages models and test-time views.
+
+Chapter 3 (chapters/03_regularisation) teaches these pieces.
 """
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
+
+from .models._checks import check_input
+
+
+def _check_probability(name, value):
+    """torch's check for dropout's p and label smoothing: 0 <= value <= 1 (NaN fails too)."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+
+
+def _on_host(t):
+    """Whether a value can be checked without waiting for the GPU (a sync per batch)."""
+    return t.device.type == "cpu"
 
 
 # ---- targets -------------------------------------------------------------------------------
@@ -26,35 +44,62 @@ def one_hot(y, num_classes):
 
 def smooth_targets(y, num_classes, eps):
     """Label smoothing: the true class gets 1 - eps + eps/K, every other class eps/K."""
+    _check_probability("label smoothing eps", eps)
     return one_hot(y, num_classes) * (1 - eps) + eps / num_classes
 
 
 def soft_cross_entropy(logits, targets):
     """Cross-entropy against target probabilities (N, K), averaged over the batch."""
+    _check_soft_targets("soft_cross_entropy", targets, len(logits), logits.shape[-1])
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
-def _pair(x, partner):
+def _check_soft_targets(who, targets, n, num_classes=None):
+    """Mixing needs target probabilities (N, K): blending class indices blends class numbers."""
+    want = (n, targets.shape[-1] if num_classes is None else num_classes)
+    if not targets.is_floating_point() or tuple(targets.shape) != want:
+        shape = f"({n}, {'num_classes' if num_classes is None else num_classes})"
+        raise ValueError(f"{who} needs target probabilities of shape {shape}, e.g. one_hot(y, num_classes) "
+                         f"for class indices; got {targets.dtype} targets of shape {tuple(targets.shape)}")
+
+
+def _partner(x, partner):
     """Each example's partner: `partner` indices, or the previous example (torchvision's roll)."""
     return x.roll(1, 0) if partner is None else x[partner]
+
+
+def _mixing_weight(lam, x):
+    """lam as a tensor on x's device: one number in [0, 1], or one per example (N,)."""
+    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
+    if lam.ndim and lam.shape != (len(x),):
+        raise ValueError(f"lam must be one number or one per example, shape ({len(x)},); "
+                         f"got shape {tuple(lam.shape)}")
+    if _on_host(lam) and not ((lam >= 0) & (lam <= 1)).all():  # beyond [0, 1] extrapolates
+        raise ValueError(f"lam must be between 0 and 1, got {lam.tolist()}")
+    return lam
 
 
 def mixup(x, targets, lam, partner=None):
     """lam * x + (1 - lam) * partner's x, and the same mix of the targets.
 
-    lam: a number or one per example (N,); partner: indices (default: torchvision's pairing,
-    each example with the one before it).
+    targets: probabilities (N, K), e.g. one_hot(y, K); class indices are refused (torchvision's
+    v2.MixUp, which knows num_classes, one-hots them itself). lam: a number in [0, 1] or one per
+    example (N,); partner: indices (default: torchvision's pairing, each example with the one
+    before it).
     """
-    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
+    _check_soft_targets("mixup", targets, len(x))
+    lam = _mixing_weight(lam, x)
     lam_x = lam.view(-1, *[1] * (x.ndim - 1)) if lam.ndim else lam
     lam_t = lam.view(-1, 1) if lam.ndim else lam
-    mixed = lam_x * x + (1 - lam_x) * _pair(x, partner)
-    return mixed, lam_t * targets + (1 - lam_t) * _pair(targets, partner)
+    mixed = lam_x * x + (1 - lam_x) * _partner(x, partner)
+    return mixed, lam_t * targets + (1 - lam_t) * _partner(targets, partner)
 
 
 def _box_mask(boxes, height, width, device):
     """(N, 1, H, W) boolean mask, true inside each box (x1, y1, x2, y2), x2/y2 exclusive."""
     boxes = torch.as_tensor(boxes, device=device).view(-1, 4)
+    if _on_host(boxes) and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+        raise ValueError(f"boxes must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2, got {boxes.tolist()}")
     rows = torch.arange(height, device=device).view(1, height, 1)
     cols = torch.arange(width, device=device).view(1, 1, width)
     x1, y1, x2, y2 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
@@ -65,13 +110,15 @@ def cutmix(x, targets, boxes, partner=None):
     """Paste the partner's pixels inside each box; targets mix by the area kept.
 
     boxes: one (x1, y1, x2, y2) for the whole batch (as torchvision) or one per example (N, 4).
-    The weight of an image's own target is 1 - box area / image area.
+    The weight of an image's own target is 1 - box area / image area. targets: probabilities
+    (N, K), as for mixup.
     """
+    _check_soft_targets("cutmix", targets, len(x))
     h, w = x.shape[-2:]
     inside = _box_mask(boxes, h, w, x.device)
-    mixed = torch.where(inside, _pair(x, partner), x)
+    mixed = torch.where(inside, _partner(x, partner), x)
     lam = 1 - inside.flatten(1).float().mean(dim=1, keepdim=True)   # (N or 1, 1)
-    return mixed, lam * targets + (1 - lam) * _pair(targets, partner)
+    return mixed, lam * targets + (1 - lam) * _partner(targets, partner)
 
 
 def cutout(x, boxes, value=0.0):
@@ -85,6 +132,8 @@ def random_boxes(n, height, width, *, size=None, lam=None, generator=None, devic
     Give `size` (a square side, cutout) or `lam` (n values; the side is sqrt(1 - lam) of the
     image, CutMix). Clipping makes some boxes smaller, as in both papers.
     """
+    if (size is None) == (lam is None):
+        raise ValueError(f"random_boxes needs one of size (cutout) or lam (CutMix), got size={size!r}, lam={lam!r}")
     cy = torch.randint(0, height, (n,), generator=generator, device=device)
     cx = torch.randint(0, width, (n,), generator=generator, device=device)
     if size is not None:
@@ -98,13 +147,20 @@ def random_boxes(n, height, width, *, size=None, lam=None, generator=None, devic
 
 def sample_beta(alpha, n, device=None):
     """n draws of Beta(alpha, alpha), the mixing weight of mixup and CutMix."""
+    _check_alpha(alpha)
     dist = torch.distributions.Beta(torch.tensor(float(alpha), device=device),
                                     torch.tensor(float(alpha), device=device))
     return dist.sample((n,))
 
 
+def _check_alpha(alpha):
+    if not alpha > 0:  # checked when the mixer is built, not at the first batch inside fit
+        raise ValueError(f"alpha must be > 0 (the mixing weight is drawn from Beta(alpha, alpha)), got {alpha!r}")
+
+
 def random_mixup(alpha=0.2):
     """A mixer for mixing_loss: mixup with one Beta(alpha, alpha) weight per example."""
+    _check_alpha(alpha)
     def mix(x, targets):
         lam = sample_beta(alpha, len(x), x.device)
         return mixup(x, targets, lam, torch.randperm(len(x), device=x.device))
@@ -113,6 +169,7 @@ def random_mixup(alpha=0.2):
 
 def random_cutmix(alpha=1.0):
     """A mixer for mixing_loss: CutMix with one box per example."""
+    _check_alpha(alpha)
     def mix(x, targets):
         lam = sample_beta(alpha, len(x), x.device)
         boxes = random_boxes(len(x), *x.shape[-2:], lam=lam, device=x.device)
@@ -133,6 +190,8 @@ def mixing_loss(num_classes=10, *, smoothing=0.0, mix=None):
     In evaluation (model.eval()) it is the plain cross-entropy, so validation numbers compare
     across techniques.
     """
+    _check_probability("label smoothing", smoothing)
+
     def loss_fn(model, batch):
         x, y = batch
         targets = one_hot(y, num_classes)
@@ -142,8 +201,15 @@ def mixing_loss(num_classes=10, *, smoothing=0.0, mix=None):
             if mix is not None:
                 x, targets = mix(x, targets)
         logits = model(x)
+        _check_classes(logits, num_classes)
         return soft_cross_entropy(logits, targets), {"acc": (logits.argmax(dim=1) == y).float().mean()}
     return loss_fn
+
+
+def _check_classes(logits, num_classes):
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ValueError(f"mixing_loss expects logits of shape (N, {num_classes}) (num_classes={num_classes}), "
+                         f"the model gives shape {tuple(logits.shape)}")
 
 
 # ---- noise ---------------------------------------------------------------------------------
@@ -181,15 +247,17 @@ def add_weight_noise(model, std, kinds=(nn.Conv2d, nn.Linear)):
 def dropout(x, p, training=True):
     """Zero each unit with probability p and scale the survivors by 1/(1-p) (inverted dropout),
     so the expected value is unchanged and evaluation needs no rescaling."""
+    _check_probability("dropout probability p", p)
     if not training or p == 0:
         return x
     keep = torch.rand_like(x) >= p
-    return x * keep / (1 - p)
+    return x * keep / (1 - p) if p < 1 else x * keep   # p = 1: zeros, as torch (not 0 / 0)
 
 
 class Dropout(nn.Module):
     def __init__(self, p=0.5):
         super().__init__()
+        _check_probability("dropout probability p", p)
         self.p = p
 
     def forward(self, x):
@@ -210,6 +278,7 @@ class DropConnectLinear(nn.Linear):
 
     def __init__(self, in_features, out_features, p=0.5, bias=True, per_example=False):
         super().__init__(in_features, out_features, bias)
+        _check_probability("DropConnect probability p", p)
         self.p, self.per_example = p, per_example
 
     def forward(self, x):
@@ -217,8 +286,9 @@ class DropConnectLinear(nn.Linear):
             return super().forward(x)
         if not self.per_example:
             return F.linear(x, dropout(self.weight, self.p), self.bias)
-        masks = torch.rand(len(x), *self.weight.shape, device=x.device) >= self.p
-        weights = self.weight * masks / (1 - self.p)                    # (N, out, in)
+        if x.ndim != 2:
+            raise ValueError(f"per_example=True expects inputs (N, in_features), got shape {tuple(x.shape)}")
+        weights = dropout(self.weight.expand(len(x), *self.weight.shape), self.p)  # (N, out, in)
         out = torch.bmm(weights, x.unsqueeze(-1)).squeeze(-1)
         return out if self.bias is None else out + self.bias
 
@@ -232,10 +302,16 @@ class BatchNorm2d(nn.Module):
     Training: normalise by the batch's mean and (biased) variance and move the running
     statistics towards them (the running variance uses the unbiased estimate, as torch does).
     Evaluation: normalise by the running statistics; the batch plays no part.
+    The statistics are computed in the buffers' dtype (float32), also under autocast, where a
+    convolution's bf16 or fp16 output would lose digits (torch's batch norm runs in float32 too).
+    momentum=None (torch's cumulative average) is not supported: give a number in [0, 1].
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be a number between 0 and 1 (the weight of each batch in the "
+                             f"running statistics), got {momentum!r}")
         self.eps, self.momentum = eps, momentum
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
@@ -243,18 +319,32 @@ class BatchNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
 
     def forward(self, x):
+        _check_batch_norm_input(x, len(self.weight), self.training)
         if self.training:
-            mean = x.mean(dim=(0, 2, 3))
-            var = x.var(dim=(0, 2, 3), unbiased=False)
+            stats_x = x.to(self.running_mean.dtype)  # float32 statistics, also under autocast
+            mean = stats_x.mean(dim=(0, 2, 3))
+            var = stats_x.var(dim=(0, 2, 3), unbiased=False)
             n = x.numel() // x.shape[1]
             with torch.no_grad():
                 self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+                self.running_var.lerp_(var * n / (n - 1), self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
         shape = (1, -1, 1, 1)
         x_hat = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
         return x_hat * self.weight.view(shape) + self.bias.view(shape)
+
+
+def _check_batch_norm_input(x, channels, training):
+    """torch's checks: a 4-D batch, the channels it was built for, in training > 1 value per channel."""
+    if x.ndim != 4:
+        raise ValueError(f"BatchNorm2d expects 4D input (N, C, H, W), got {x.ndim}D input of shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"BatchNorm2d was built for {channels} channels, got {x.shape[1]} "
+                         f"(input of shape {tuple(x.shape)})")
+    if training and x.numel() // channels < 2:  # the variance of one value is 0: the output all zeros
+        raise ValueError(f"BatchNorm2d expects more than 1 value per channel when training, "
+                         f"got input of shape {tuple(x.shape)}")
 
 
 # ---- the chapter's test bed and its ensembles ------------------------------------------
@@ -272,13 +362,24 @@ def small_cnn(num_classes=10, *, width=16, hidden=128, dropout=0.0, input_dropou
 
     flat = 2 * width * (image_size // 4) ** 2
     fc = DropConnectLinear(flat, hidden, dropconnect) if dropconnect else nn.Linear(flat, hidden)
-    return nn.Sequential(
+    model = nn.Sequential(
         *([nn.Dropout(input_dropout)] if input_dropout else []),
         *conv(in_channels, width), *conv(width, 2 * width),
         nn.Flatten(), fc, nn.ReLU(),
         *([nn.Dropout(dropout)] if dropout else []),
         nn.Linear(hidden, num_classes),
     )
+    model.register_forward_pre_hook(partial(_check_small_cnn_input, channels=in_channels, image_size=image_size))
+    return model
+
+
+def _check_small_cnn_input(model, args, *, channels, image_size):
+    """The flattened size is fixed by image_size: name a wrong image size, not a matmul."""
+    x = args[0]
+    check_input(x, model="small_cnn", channels=channels)
+    if tuple(side // 4 for side in x.shape[-2:]) != (image_size // 4,) * 2:
+        raise ValueError(f"small_cnn was built for {image_size}x{image_size} images, got "
+                         f"{x.shape[-2]}x{x.shape[-1]} (build it with image_size={x.shape[-1]}, or resize the data)")
 
 
 def hflip(x):
@@ -298,6 +399,9 @@ def shift(dx, dy):
 @torch.no_grad()
 def ensemble_probs(models, x, views=(None,)):
     """Mean softmax over models and test-time views (None is the image as it is)."""
+    if not models or not views:
+        raise ValueError(f"ensemble_probs needs at least one model and one view, got {len(models)} "
+                         f"models and {len(views)} views")
     total = 0
     for model in models:
         model.eval()
@@ -309,12 +413,16 @@ def ensemble_probs(models, x, views=(None,)):
 @torch.no_grad()
 def ensemble_accuracy(models, loader, views=(None,)):
     """Accuracy of the averaged prediction over a whole loader (one host sync)."""
+    if not models:
+        raise ValueError("ensemble_accuracy needs at least one model, got none")
     device = next(models[0].parameters()).device
     correct, seen = torch.zeros((), device=device), 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         correct += (ensemble_probs(models, x, views).argmax(dim=1) == y).sum()
         seen += len(y)
+    if not seen:
+        raise ValueError("ensemble_accuracy: the loader gave no examples")
     return correct.item() / seen
 
 

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -158,3 +159,75 @@ def test_fit_with_snapshots_is_the_same_run_as_fit(tmp_path):
     assert [e for e, _ in snaps] == [1, 2, 3] and len(history) == 3
     for a, b in zip(pair.state_dict().values(), pair2.state_dict().values()):
         assert torch.equal(a, b)
+
+
+# ---- wrong inputs are named -------------------------------------------------------------------
+
+def test_gan_step_refuses_no_discriminator_steps_and_lists_its_optimisers():
+    pair, opts, _ = _toy_run()
+    for d_steps in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=rf"d_steps must be a positive integer.*got {d_steps}"):
+            gan.GANStep(pair, *opts, d_steps=d_steps)
+    step = gan.GANStep(pair, *opts)
+    assert step.optimizers == opts and step.optimizers[0] is step.opt_g   # [opt_g, opt_d], as fit's optimizer=
+
+
+def test_gan_names_a_generator_without_latent_dim_or_with_a_wrong_one():
+    D = dcgan.toy_discriminator()
+    with pytest.raises(TypeError, match=r"needs a latent_dim attribute.*Sequential with latent_dim=None"):
+        gan.GAN(nn.Sequential(nn.Linear(2, 2)), D)
+    G = dcgan.toy_generator(latent_dim=2)
+    G.latent_dim = 5
+    with pytest.raises(ValueError, match=r"latent_dim=5 does not fit its input: noise of shape \(2, 5\)"):
+        gan.GAN(G, D)
+
+
+def test_the_probe_leaves_the_generator_as_it_was():
+    torch.manual_seed(0)
+    G = dcgan.dcgan_generator(latent_dim=16, width=8, num_classes=10)
+    D = dcgan.dcgan_discriminator(width=8, num_classes=10)
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    state = torch.get_rng_state()
+    gan.GAN(G, D)
+    assert G.training and torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())  # BN statistics too
+
+
+def test_a_tanh_generator_on_unscaled_images_warns_once():
+    torch.manual_seed(0)
+    pair = gan.GAN(dcgan.dcgan_generator(latent_dim=16, width=8), dcgan.dcgan_discriminator(width=8))
+    opts = [torch.optim.Adam(pair.generator.parameters()), torch.optim.Adam(pair.discriminator.parameters())]
+    batch = (torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
+    step = gan.GANStep(pair, *opts)
+    with pytest.warns(UserWarning, match=r"ends in tanh.*all >= 0.*scale_images=True"):
+        step(batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step(batch)                                          # once only
+        gan.GANStep(pair, *opts, scale_images=True)(batch)   # scaled: nothing to say
+        gan.GANStep(pair, *opts)((batch[0] * 2 - 1, batch[1]))  # already in [-1, 1]
+
+
+def test_frechet_distance_refuses_non_finite_statistics_and_single_samples():
+    torch.manual_seed(0)
+    f = torch.randn(50, 4, dtype=torch.float64)
+    mu, cov = f.mean(0), f.T.cov()
+    bad = mu.clone()
+    bad[2] = float("nan")
+    with pytest.raises(ValueError, match=r"mu2 holds NaN or infinite values"):
+        gan.frechet_distance(mu, cov, bad, cov)
+    one = f[:1]
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"sigma1 holds NaN.*fewer than 2 samples"):
+        gan.frechet_distance(one.mean(0), one.T.cov(), mu, cov)
+    with pytest.raises(ValueError, match=r"sigma2 must have shape \(4, 4\).*got \(3, 3\)"):
+        gan.frechet_distance(mu, cov, mu, cov[:3, :3])
+
+
+def test_frechet_score_refuses_images_outside_0_1():
+    body = nn.Sequential(nn.Conv2d(1, 4, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    features = gan.Features(body, num_features=4)
+    real = _blobs(20, 1)
+    with pytest.raises(ValueError, match=r"images in \[0, 1\]; the fake images range over \[0\.\d+, 25\d"):
+        gan.frechet_score(features, real, real * 255)
+    with pytest.raises(ValueError, match=r"the real images range over \[-0\.99"):
+        gan.frechet_score(features, real * 2 - 1, real)

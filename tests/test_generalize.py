@@ -70,3 +70,42 @@ def test_a_constant_predictor_has_no_variance():
                           n_train=5, trials=50)
     assert terms.variance == 0
     assert terms.bias2 == pytest.approx(np.mean(f(X_TEST) ** 2))
+
+
+@pytest.mark.parametrize("n,k,error,names", [
+    (10, 2.5, TypeError, r"k must be an integer.*2\.5"),
+    (10, 3.0, TypeError, r"k must be an integer.*3\.0"),
+    (10.5, 3, TypeError, r"n must be an integer.*len\(dataset\).*10\.5"),
+    (list(range(10)), 3, TypeError, r"n must be an integer.*len\(dataset\).*\[0, 1, 2"),
+])
+def test_kfold_refuses_counts_that_are_not_integers(n, k, error, names):
+    with pytest.raises(error, match=names):
+        kfold(n, k)
+
+
+def test_kfold_takes_numpy_integers():
+    assert len(kfold(np.int64(10), np.int32(5))) == 5
+
+
+@pytest.mark.parametrize("kwargs,names", [
+    ({"trials": 1}, r"trials must be at least 2, got 1"),
+    ({"trials": 0}, r"trials must be at least 2, got 0"),
+    ({"n_train": 0}, r"n_train must be at least 1, got 0"),
+])
+def test_bias_variance_refuses_too_few_trials_or_examples(kwargs, names):
+    args = {"noise_std": 0.3, "n_train": 10, "trials": 5, **kwargs}
+    with pytest.raises(ValueError, match=names):
+        bias_variance(poly(1), f, X_TEST, uniform, **args)
+
+
+def test_bias_variance_names_a_bad_prediction():
+    column = lambda x, y, xt: poly(1)(x, y, xt)[:, None]  # noqa: E731
+    with pytest.raises(ValueError, match=r"shape \(30,\), got shape \(30, 1\)"):
+        bias_variance(column, f, X_TEST, uniform, noise_std=0.3, n_train=10, trials=5)
+    calls = []
+
+    def nan_on_the_third(x, y, xt):
+        calls.append(1)
+        return np.full_like(xt, np.nan) if len(calls) == 3 else poly(1)(x, y, xt)
+    with pytest.raises(ValueError, match=r"non-finite predictions in trial 2: 30 of 30"):
+        bias_variance(nan_on_the_third, f, X_TEST, uniform, noise_std=0.3, n_train=10, trials=5)

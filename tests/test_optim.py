@@ -168,3 +168,115 @@ def test_rules_can_be_captured_in_fits_cuda_graph(name):
         results.append([p.detach().float().cpu() for p in model.parameters()])
     for eager, graphed in zip(*results):
         torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-5)
+
+
+# ---- impossible settings, sparse and complex gradients, foreign states ------------------------
+
+NAN = float("nan")
+# (optimiser, lr, other settings, what the message must name): each refused by torch.optim too
+REFUSED_BY_TORCH = [
+    *[(name, NAN, {}, r"lr.*nan") for name in ("Adagrad", "Adadelta", "RMSprop", "Adam")],
+    *[(name, 0.1, {"weight_decay": -1.0}, r"weight_decay.*-1") for name in optim.OPTIMIZERS],
+    ("Momentum", 0.1, {"momentum": -0.5}, r"momentum.*-0\.5"),
+    ("Nesterov", 0.1, {"momentum": -0.5}, r"momentum.*-0\.5"),
+    ("Nesterov", 0.1, {"momentum": 0.0}, r"Nesterov.*momentum.*0"),
+    ("Adam", 0.1, {"betas": (1.0, 0.999)}, r"betas\[0\].*1\.0"),
+    ("Adam", 0.1, {"betas": (0.9, 1.0)}, r"betas\[1\].*1\.0"),
+    ("Adam", 0.1, {"betas": (-0.1, 0.999)}, r"betas\[0\].*-0\.1"),
+    ("Adam", 0.1, {"eps": -1e-8}, r"eps.*-1e-08"),
+    ("Adagrad", 0.1, {"eps": -1.0}, r"eps.*-1"),
+    ("Adadelta", 1.0, {"rho": 1.5}, r"rho.*1\.5"),
+    ("Adadelta", 1.0, {"rho": -0.1}, r"rho.*-0\.1"),
+    ("Adadelta", 1.0, {"eps": -1.0}, r"eps.*-1"),
+    ("RMSprop", 0.1, {"alpha": -0.5}, r"alpha.*-0\.5"),
+    ("RMSprop", 0.1, {"eps": -1.0}, r"eps.*-1"),
+]
+
+
+@pytest.mark.parametrize("name,lr,kwargs,names", REFUSED_BY_TORCH)
+def test_settings_torch_refuses_are_refused_with_the_argument_and_value(name, lr, kwargs, names):
+    ours_cls, theirs_fn = optim.OPTIMIZERS[name]
+    with pytest.raises(ValueError):                  # the reference: torch refuses it
+        theirs_fn([nn.Parameter(torch.ones(2))], lr, **kwargs)
+    with pytest.raises(ValueError, match=names):
+        ours_cls([nn.Parameter(torch.ones(2))], lr=lr, **kwargs)
+
+
+@pytest.mark.parametrize("name,kwargs,error,names", [
+    *[(name, {"lr": NAN}, ValueError, r"lr.*nan") for name in ("SGD", "Momentum", "Nesterov")],  # torch's
+    ("SGD", {"lr": float("inf")}, ValueError, r"lr.*finite.*inf"),       # SGD takes them: w -> NaN, -inf
+    ("RMSprop", {"alpha": 1.5}, ValueError, r"alpha.*1\.5"),              # G goes negative: NaN
+    ("Adam", {"betas": (0.9,)}, ValueError, r"betas.*pair.*\(0\.9,\)"),
+    ("Adam", {"betas": 0.9}, ValueError, r"betas.*pair.*0\.9"),
+    ("SGD", {"lr": "0.1"}, TypeError, r"lr must be a number.*'0\.1'"),
+])
+def test_settings_that_cannot_train_are_refused_at_construction(name, kwargs, error, names):
+    with pytest.raises(error, match=names):
+        optim.OPTIMIZERS[name][0]([nn.Parameter(torch.ones(2))], **kwargs)
+
+
+def test_a_parameter_groups_own_settings_are_checked_too():
+    with pytest.raises(ValueError, match=r"lr.*nan"):
+        optim.Adam([{"params": [nn.Parameter(torch.ones(2))], "lr": NAN}])
+    opt = optim.SGD([nn.Parameter(torch.ones(2))], lr=0.1)
+    with pytest.raises(ValueError, match=r"weight_decay.*-1"):
+        opt.add_param_group({"params": [nn.Parameter(torch.ones(2))], "weight_decay": -1.0})
+    assert len(opt.param_groups) == 1
+
+
+def _sparse_step(opt_cls, **kwargs):
+    torch.manual_seed(0)
+    emb = nn.Embedding(6, 3, sparse=True)
+    opt = opt_cls(emb.parameters(), **kwargs)
+    for ids in ([1, 2], [2, 4]):
+        opt.zero_grad()
+        (emb(torch.tensor(ids)) ** 2).sum().backward()
+        opt.step()
+    return emb.weight.detach()
+
+
+@pytest.mark.parametrize("name", ["Nesterov", "Adagrad", "Adadelta", "RMSprop", "Adam"])
+def test_sparse_gradients_are_refused_by_name(name):
+    with pytest.raises(RuntimeError, match=rf"{name} does not support sparse gradients"):
+        _sparse_step(optim.OPTIMIZERS[name][0], lr=0.1)
+
+
+def test_sparse_gradients_step_sgd_and_momentum_as_torch_and_refuse_weight_decay():
+    torch.testing.assert_close(_sparse_step(optim.SGD, lr=0.1), _sparse_step(torch.optim.SGD, lr=0.1))
+    torch.testing.assert_close(_sparse_step(optim.Momentum, lr=0.1, momentum=0.5),
+                               _sparse_step(torch.optim.SGD, lr=0.1, momentum=0.5))
+    with pytest.raises(RuntimeError, match=r"SGD does not support sparse gradients with weight_decay.*0\.1"):
+        _sparse_step(optim.SGD, lr=0.1, weight_decay=0.1)
+
+
+@pytest.mark.parametrize("name,lr,kwargs", CASES)
+def test_complex_parameters_take_torchs_steps(name, lr, kwargs):
+    """torch steps a complex parameter as a pair of reals (|g|^2, not g * g, in the averages)."""
+    ours_cls, theirs_fn = optim.OPTIMIZERS[name]
+    start = torch.tensor([1 + 0.5j, -2 + 1j, 0.3 - 0.7j], dtype=torch.complex128)
+    target = torch.tensor([0.2j, 1 - 1j, -0.5 + 0.1j], dtype=torch.complex128)
+    a, b = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    ours, theirs = ours_cls([a], lr=lr, **kwargs), theirs_fn([b], lr, **kwargs)
+    for _ in range(20):
+        for w, opt in ((a, ours), (b, theirs)):
+            opt.zero_grad()
+            (w - target).abs().pow(2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(a.detach(), start)
+
+
+def test_loading_another_optimisers_state_is_refused_with_the_keys():
+    model, x, y = random_problem(0)
+    momentum = optim.Momentum(model.parameters(), lr=0.01)
+    theirs = torch.optim.Adam(model.parameters(), lr=0.01)
+    for opt in (momentum, theirs):
+        opt.zero_grad(); ((model(x) - y) ** 2).mean().backward(); opt.step()
+    adam = optim.Adam(model.parameters(), lr=0.01)
+    with pytest.raises(ValueError, match=r"not Adam's.*lack.*betas"):
+        adam.load_state_dict(momentum.state_dict())
+    with pytest.raises(ValueError, match=r"not Adam's.*exp_avg.*Adam keeps.*'m'"):
+        adam.load_state_dict(theirs.state_dict())
+    fresh = optim.Momentum(model.parameters(), lr=0.01)
+    fresh.load_state_dict(momentum.state_dict())       # its own state still loads
+    assert torch.equal(fresh.state_dict()["state"][0]["velocity"], momentum.state_dict()["state"][0]["velocity"])

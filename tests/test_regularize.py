@@ -1,4 +1,6 @@
 """The regularisation pieces against the library: targets, mixing, dropout, batch norm."""
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -202,3 +204,149 @@ def test_random_affine_draws_per_image():
     out = R.random_affine(20, 0.1)(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     assert len({round(v, 4) for v in out.flatten(1).sum(1).tolist()}) == 8   # eight different images
+
+
+# ---- impossible settings and wrong target formats are refused ---------------------------------
+
+def test_dropout_of_everything_gives_zeros_as_torch():
+    x = torch.rand(50, 4) + 1
+    assert torch.equal(R.dropout(x, 1.0), F.dropout(x, 1.0))
+    assert torch.equal(R.Dropout(1.0)(x), nn.Dropout(1.0)(x))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_dropout_probabilities_outside_0_1_are_refused_as_torch(p):
+    if not math.isnan(p):  # torch's check, p < 0 or p > 1, lets NaN through
+        with pytest.raises(ValueError):
+            nn.Dropout(p)                               # the reference
+    for build in (lambda: R.Dropout(p), lambda: R.dropout(torch.ones(3), p),
+                  lambda: R.DropConnectLinear(3, 2, p=p)):
+        with pytest.raises(ValueError, match=rf"probability p must be between 0 and 1, got {p}"):
+            build()
+
+
+@pytest.mark.parametrize("per_example", [False, True])
+def test_dropconnect_of_every_weight_leaves_the_bias(per_example):
+    layer = R.DropConnectLinear(5, 3, p=1.0, per_example=per_example)
+    x = torch.randn(4, 5)
+    assert torch.equal(layer(x), F.linear(x, torch.zeros(3, 5), layer.bias))
+
+
+def test_dropconnect_per_example_names_the_input_it_expects():
+    layer = R.DropConnectLinear(5, 3, per_example=True)
+    assert layer(torch.randn(2, 5)).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"per_example=True expects inputs \(N, in_features\), got shape \(2, 7, 5\)"):
+        layer(torch.randn(2, 7, 5))
+
+
+@pytest.mark.parametrize("eps", [1.5, -0.1])
+def test_label_smoothing_outside_0_1_is_refused_as_torch(batch, eps):
+    _, y = batch
+    if eps > 1:  # torch lets a negative smoothing through (targets above 1)
+        with pytest.raises(RuntimeError, match="label_smoothing"):
+            F.cross_entropy(torch.randn(8, 5), y, label_smoothing=eps)   # the reference
+    with pytest.raises(ValueError, match=rf"smoothing eps must be between 0 and 1, got {eps}"):
+        R.smooth_targets(y, 5, eps)
+    with pytest.raises(ValueError, match=rf"label smoothing must be between 0 and 1, got {eps}"):
+        R.mixing_loss(5, smoothing=eps)
+
+
+@pytest.mark.parametrize("mix", [lambda x, t: R.mixup(x, t, 0.7), lambda x, t: R.cutmix(x, t, [0, 0, 4, 4])])
+def test_mixing_refuses_class_indices(batch, mix):
+    x, y = batch
+    with pytest.raises(ValueError, match=r"target probabilities of shape \(8, num_classes\).*one_hot.*int64.*\(8,\)"):
+        mix(x, y)
+    with pytest.raises(ValueError, match=r"shape \(8, num_classes\).*float32.*\(8,\)"):
+        mix(x, y.float())
+    _, targets = mix(x, R.one_hot(y, 5))
+    assert targets.shape == (8, 5)
+
+
+def test_soft_cross_entropy_refuses_class_indices():
+    logits, y = torch.randn(4, 4), torch.tensor([0, 3, 1, 2])
+    with pytest.raises(ValueError, match=r"soft_cross_entropy needs target probabilities of shape \(4, 4\)"):
+        R.soft_cross_entropy(logits, y)
+
+
+@pytest.mark.parametrize("lam,names", [(1.5, r"lam must be between 0 and 1, got 1\.5"),
+                                       (-0.5, r"lam must be between 0 and 1, got -0\.5"),
+                                       (torch.full((3,), 0.5), r"one per example, shape \(8,\); got shape \(3,\)")])
+def test_mixup_refuses_weights_it_cannot_use(batch, lam, names):
+    x, y = batch
+    with pytest.raises(ValueError, match=names):
+        R.mixup(x, R.one_hot(y, 5), lam)
+
+
+def test_inverted_boxes_are_refused(batch):
+    x, y = batch
+    with pytest.raises(ValueError, match=r"x1 <= x2 and y1 <= y2, got \[\[6, 0, 2, 4\]\]"):
+        R.cutmix(x, R.one_hot(y, 5), [6, 0, 2, 4])
+    with pytest.raises(ValueError, match=r"x1 <= x2"):
+        R.cutout(x, [0, 5, 3, 1])
+
+
+def test_mixers_check_alpha_when_built_and_random_boxes_needs_a_size():
+    with pytest.raises(ValueError, match=r"alpha must be > 0.*got 0"):
+        R.random_mixup(alpha=0)
+    with pytest.raises(ValueError, match=r"alpha must be > 0.*got -1"):
+        R.random_cutmix(alpha=-1)
+    with pytest.raises(ValueError, match=r"one of size \(cutout\) or lam \(CutMix\)"):
+        R.random_boxes(4, 28, 28)
+
+
+def test_mixing_loss_names_a_class_count_that_differs(batch):
+    x, y = batch
+    model = nn.Sequential(nn.Flatten(), nn.Linear(360, 12))
+    with pytest.raises(ValueError, match=r"logits of shape \(N, 10\) \(num_classes=10\).*gives shape \(8, 12\)"):
+        R.mixing_loss(10)(model, (x, y))
+
+
+@pytest.mark.parametrize("shape,training,names", [
+    ((1, 3, 1, 1), True, r"more than 1 value per channel when training"),
+    ((4, 3), True, r"expects 4D input \(N, C, H, W\), got 2D input"),
+    ((4, 5, 2, 2), False, r"built for 3 channels, got 5"),
+])
+def test_batchnorm_refuses_what_torch_refuses(shape, training, names):
+    x = torch.randn(*shape)
+    with pytest.raises((ValueError, RuntimeError)):
+        nn.BatchNorm2d(3).train(training)(x)            # the reference
+    with pytest.raises(ValueError, match=names):
+        R.BatchNorm2d(3).train(training)(x)
+    assert R.BatchNorm2d(3).eval()(torch.randn(1, 3, 1, 1)).shape == (1, 3, 1, 1)  # one value is fine in eval
+
+
+def test_batchnorm_refuses_the_cumulative_average():
+    with pytest.raises(ValueError, match=r"momentum must be a number between 0 and 1.*got None"):
+        R.BatchNorm2d(3, momentum=None)
+
+
+def test_batchnorm_statistics_are_float32_under_autocast():
+    """After an autocast convolution the maps are bf16; the statistics must still be float32."""
+    torch.manual_seed(0)
+    conv, ours, lib = nn.Conv2d(2, 3, 3), R.BatchNorm2d(3), nn.BatchNorm2d(3)
+    x = torch.randn(8, 2, 10, 10) * 4 + 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(x)
+        assert h.dtype == torch.bfloat16
+        out = ours(h)
+    ref = lib(h.float())          # the reference: the same bf16 maps, normalised in float32
+    assert ours.running_mean.dtype == ours.running_var.dtype == out.dtype == torch.float32
+    torch.testing.assert_close(ours.running_mean, lib.running_mean)
+    torch.testing.assert_close(ours.running_var, lib.running_var)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_small_cnn_names_the_image_size_and_channels_it_was_built_for():
+    model = R.small_cnn(image_size=28)
+    with pytest.raises(ValueError, match=r"built for 28x28 images, got 32x32 \(build it with image_size=32"):
+        model(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"1-channel images, got 3 channels"):
+        model(torch.zeros(2, 3, 28, 28))
+    assert model(torch.zeros(2, 1, 29, 29)).shape == (2, 10)   # 29 // 4 = 7, as 28: it works
+
+
+def test_ensembles_refuse_nothing_to_average():
+    with pytest.raises(ValueError, match=r"at least one model and one view, got 0 models"):
+        R.ensemble_probs([], torch.zeros(2, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"the loader gave no examples"):
+        R.ensemble_accuracy([R.small_cnn()], [])
