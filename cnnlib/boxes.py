@@ -49,8 +49,10 @@ def box_iou_cxcywh(a, b):
 
 def nms(boxes, scores, iou_threshold):
     """Greedy NMS: keep the best box, drop those overlapping it by more than iou_threshold,
-    repeat. Returns the indices kept, best score first (as torchvision.ops.nms)."""
-    order = scores.argsort(descending=True)
+    repeat. Returns the indices kept, best score first (as torchvision.ops.nms).
+    Equal scores keep their index order (a stable sort, as torchvision's): saturated or fp16
+    scores tie often, and an unstable sort would keep other boxes than the library."""
+    order = scores.argsort(descending=True, stable=True)
     iou = box_iou(boxes, boxes)
     suppressed = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
     keep = []
@@ -63,11 +65,15 @@ def nms(boxes, scores, iou_threshold):
 
 
 def batched_nms(boxes, scores, classes, iou_threshold):
-    """NMS within each class only: shift each class's boxes far away from the others."""
+    """NMS within each class only: shift each class's boxes far away from the others.
+    The shift counts from the lowest coordinate (torchvision's counts from 0, which lets
+    classes of boxes left of or above the origin overlap); for boxes at or right of the
+    origin both are the same sums, so the same boxes are kept."""
     if len(boxes) == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    offsets = classes.to(boxes) * (boxes.max() + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    low = boxes.min().clamp(max=0)
+    offsets = classes.to(boxes) * (boxes.max() - low + 1)
+    return nms(boxes - low + offsets[:, None], scores, iou_threshold)
 
 
 # ---- RoI pooling and RoI align -------------------------------------------------------------
@@ -121,14 +127,26 @@ def bilinear(feature, y, x):
     return torch.where(outside, torch.zeros_like(value), value)
 
 
+def _sample_points(start, bin_size, bins, grid, dtype):
+    """(bins, grid) coordinates: grid evenly spaced points inside each of the bins."""
+    inside = (torch.arange(grid, dtype=dtype)[None] + 0.5) / grid
+    return start + bin_size * (torch.arange(bins, dtype=dtype)[:, None] + inside)
+
+
 def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
     """Mask R-CNN's RoI align: no snapping; each bin is the mean of a few bilinearly
     interpolated points (sampling_ratio per side, or ceil(bin size) when it is -1).
-    aligned=True shifts the box by half a pixel so that pixel centres line up."""
+    aligned=True shifts the box by half a pixel so that pixel centres line up, and refuses an
+    inverted box (x2 < x1 or y2 < y1: a negative size, on which torchvision's kernel fails or
+    samples a mirrored box). Sample points are computed in the features' precision."""
     out_h, out_w = _pair(output_size)
+    dtype = torch.promote_types(features.dtype, torch.float32)
     offset = 0.5 if aligned else 0.0
     result = []
-    for b, x1, y1, x2, y2 in rois.tolist():
+    for k, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
+        if aligned and (x2 < x1 or y2 < y1):
+            raise ValueError(f"roi_align(aligned=True) needs x1 <= x2 and y1 <= y2, got RoI {k}: "
+                             f"{rois[k].tolist()}")
         x1, y1 = x1 * spatial_scale - offset, y1 * spatial_scale - offset
         roi_w, roi_h = x2 * spatial_scale - offset - x1, y2 * spatial_scale - offset - y1
         if not aligned:  # the original kernel forces at least a 1x1 RoI
@@ -136,9 +154,7 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
         bin_h, bin_w = roi_h / out_h, roi_w / out_w
         grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / out_h)
         grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / out_w)
-        # sample points: (out_h, grid_h) rows and (out_w, grid_w) columns
-        ys = y1 + bin_h * (torch.arange(out_h)[:, None] + (torch.arange(grid_h)[None] + 0.5) / grid_h)
-        xs = x1 + bin_w * (torch.arange(out_w)[:, None] + (torch.arange(grid_w)[None] + 0.5) / grid_w)
+        ys, xs = _sample_points(y1, bin_h, out_h, grid_h, dtype), _sample_points(x1, bin_w, out_w, grid_w, dtype)
         y = ys.reshape(out_h, 1, grid_h, 1).expand(out_h, out_w, grid_h, grid_w)
         x = xs.reshape(1, out_w, 1, grid_w).expand(out_h, out_w, grid_h, grid_w)
         values = bilinear(features[int(b)], y.to(features), x.to(features))
