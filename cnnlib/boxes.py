@@ -40,6 +40,16 @@ def box_iou(a, b):
     return inter / union
 
 
+def box_iou_pairs(a, b):
+    """IoU of a[i] with b[i] only, pair by pair: boxes (..., 4) of the same shape -> (...).
+    The diagonal of box_iou(a, b) without the (N, M) matrix; two empty boxes give 0, not 0 / 0
+    (YOLO compares every cell's boxes with a target that is all zeros where there is no object)."""
+    wh = (torch.min(a[..., 2:], b[..., 2:]) - torch.max(a[..., :2], b[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_area(a) + box_area(b) - inter
+    return inter / torch.where(union > 0, union, 1)
+
+
 def box_iou_cxcywh(a, b):
     """The same IoU for boxes in centre format (cx, cy, w, h)."""
     return box_iou(cxcywh_to_xyxy(a), cxcywh_to_xyxy(b))

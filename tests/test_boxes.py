@@ -196,3 +196,21 @@ def test_nms_zero_area_identical_and_threshold_boxes():
     s = torch.tensor([0.5, 0.9, 0.8, 0.7, 0.6])
     for threshold in (0.0, 0.5, 0.99):  # [0, 0, 10, 5] has IoU exactly 0.5 with the first two
         assert torch.equal(boxes.nms(b, s, threshold), ops.nms(b, s, threshold))
+
+
+def test_box_iou_pairs_is_the_diagonal_of_box_iou(g):
+    a, b = random_boxes(60, generator=g), random_boxes(60, generator=g)
+    b[:10] = a[:10]                                   # some identical pairs
+    assert torch.allclose(boxes.box_iou_pairs(a, b), ops.box_iou(a, b).diagonal(), atol=1e-6)
+    # any leading shape, as YOLO's (N, S, S, B, 4) boxes
+    grid_a, grid_b = a.reshape(3, 4, 5, 4), b.reshape(3, 4, 5, 4)
+    assert torch.equal(boxes.box_iou_pairs(grid_a, grid_b), boxes.box_iou_pairs(a, b).reshape(3, 4, 5))
+    # two empty boxes (YOLO's cells without an object) overlap by 0, not 0 / 0
+    empty = torch.zeros(2, 4)
+    assert ops.box_iou(empty, empty).diagonal().isnan().all()
+    assert boxes.box_iou_pairs(empty, empty).tolist() == [0.0, 0.0]
+
+
+def test_yolo_uses_the_one_elementwise_iou():
+    from cnnlib.models import yolo
+    assert not hasattr(yolo, "_paired_iou")
