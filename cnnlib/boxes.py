@@ -1,5 +1,6 @@
 """Boxes from scratch: formats, IoU, non-maximum suppression, RoI pooling and RoI align,
-anchors, and the (tx, ty, tw, th) offsets of Faster R-CNN.
+anchors, the (tx, ty, tw, th) offsets of Faster R-CNN (chapter 6, pages 1 and 2), and the
+average precision that scores a detector (chapter 6, the YOLO page).
 
 Every function follows the conventions of ``torchvision.ops`` (tests/test_boxes.py checks
 each against it on random inputs):
@@ -215,3 +216,64 @@ def decode(offsets, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     tx, ty, tw, th = (offsets / offsets.new_tensor(weights)).unbind(-1)
     return cxcywh_to_xyxy(torch.stack([xa + tx * wa, ya + ty * ha,
                                        wa * torch.exp(tw), ha * torch.exp(th)], dim=-1))
+
+
+# ---- precision, recall and average precision -----------------------------------------------
+
+def _match(pred_boxes, true_boxes, iou_threshold):
+    """Which detections (best score first) find a true box: each takes the unmatched true box
+    it overlaps most, if that IoU reaches iou_threshold. A bool per detection."""
+    hit = torch.zeros(len(pred_boxes), dtype=torch.bool)
+    if len(pred_boxes) == 0 or len(true_boxes) == 0:
+        return hit
+    iou = box_iou(pred_boxes.double(), true_boxes.double())   # float64, as pycocotools
+    matched = torch.zeros(len(true_boxes), dtype=torch.bool)
+    for i in range(len(pred_boxes)):
+        candidates = iou[i].masked_fill(matched, -1)
+        j = int(candidates.argmax())
+        if candidates[j] >= iou_threshold:
+            matched[j] = hit[i] = True
+    return hit
+
+
+def pr_curve(predictions, truths, label, iou_threshold=0.5, max_detections=100):
+    """Precision and recall after each detection of `label`, best score first, over all images.
+
+    predictions: per image {"boxes", "scores", "labels"}; truths: per image {"boxes", "labels"}.
+    As COCO's evaluation (pycocotools, which torchmetrics runs): an image contributes its
+    max_detections best detections of the class, matched greedily within the image; equal
+    scores keep their order (images in order, then detections as given: stable sorts)."""
+    hits, scores, n_true = [], [], 0
+    for p, t in zip(predictions, truths):
+        true_boxes = t["boxes"][t["labels"] == label].cpu()
+        n_true += len(true_boxes)
+        mine = p["labels"] == label
+        s, order = p["scores"][mine].cpu().sort(descending=True, stable=True)
+        b = p["boxes"][mine].cpu()[order][:max_detections]
+        hits.append(_match(b, true_boxes, iou_threshold))
+        scores.append(s[:max_detections])
+    hits = torch.cat(hits)[torch.cat(scores).argsort(descending=True, stable=True)]
+    tp = hits.double().cumsum(0)
+    return tp / torch.arange(1, len(tp) + 1), tp / max(n_true, 1)
+
+
+def average_precision(precision, recall, points=101):
+    """COCO's AP: the precision envelope (best precision at any recall >= r), read at `points`
+    recalls from 0 to 1 (0 where the detector never reaches that recall)."""
+    envelope = precision.flip(0).cummax(0).values.flip(0)
+    levels = torch.from_numpy(np.linspace(0, 1, points)).to(recall)  # COCO's exact levels
+    first = torch.searchsorted(recall, levels)      # the first detection reaching each level
+    reached = first < len(recall)
+    return envelope[first[reached]].sum().item() / points
+
+
+def mean_average_precision(predictions, truths, iou_thresholds=(0.5,), max_detections=100):
+    """AP averaged over the IoU thresholds and over the classes that have a true box (as
+    COCO, which leaves out classes seen only among the detections): (mAP, {label: AP})."""
+    labels = sorted(set(torch.cat([t["labels"].cpu() for t in truths]).tolist()))
+    per_class = {}
+    for label in labels:
+        aps = [average_precision(*pr_curve(predictions, truths, label, t, max_detections))
+               for t in iou_thresholds]
+        per_class[label] = sum(aps) / len(aps)
+    return sum(per_class.values()) / max(len(per_class), 1), per_class
