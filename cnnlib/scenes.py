@@ -20,6 +20,9 @@ largest object count). ``SceneLoader`` batches them like ``cnnlib.data``'s loade
 and torchmetrics' mean average precision take. ``loaders(source="voc")`` reads PASCAL VOC (from
 ``$CNNLIB_DATA/VOC`` in torchvision's layout, downloaded when allowed) into the same tensors.
 """
+import numbers
+import os
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,15 +140,101 @@ def make_scenes(n, source="MNIST", train=True, *, size=96, objects=(1, 4), scale
 
 # ---- PASCAL VOC into the same tensors -------------------------------------------------------
 
+def _corrupt(path, what):
+    return data.DatasetCorruptError(f"{path}: {what}")
+
+
+def _voc_tree(annotation):
+    """The parsed annotation; a file that is not XML names itself and the parser's line."""
+    try:
+        return ET.parse(annotation).getroot()
+    except ET.ParseError as err:
+        line, column = err.position
+        raise data.DatasetCorruptError(f"{annotation} is not valid XML (line {line}, column {column}): "
+                                       f"{err}") from err
+
+
+def _voc_object(obj, k, annotation, classes):
+    """(box [x1, y1, x2, y2] in pixels from 0, label) of the k-th <object> (from 1)."""
+    name = obj.findtext("name")
+    if name is None:
+        raise _corrupt(annotation, f"<object> {k} has no <name>")
+    name = name.strip()
+    if name not in classes:
+        raise _corrupt(annotation, f"<object> {k} is of class {name!r}, not one of the {len(classes)} VOC "
+                                   f"classes ({', '.join(classes)})")
+    bb = obj.find("bndbox")
+    if bb is None:
+        raise _corrupt(annotation, f"<object> {k} ({name!r}) has no <bndbox>")
+    coords = []
+    for tag in ("xmin", "ymin", "xmax", "ymax"):
+        text = bb.findtext(tag)
+        if text is None:
+            raise _corrupt(annotation, f"<object> {k} ({name!r}) has no <{tag}> in its <bndbox>")
+        try:
+            coords.append(float(text))
+        except ValueError:
+            raise _corrupt(annotation, f"<object> {k} ({name!r}): <{tag}> is {text.strip()!r}, not a number") from None
+    x1, y1, x2, y2 = coords
+    # VOC counts pixels from 1 and includes the last one: (xmin - 1, ymin - 1, xmax, ymax)
+    return [x1 - 1, y1 - 1, x2, y2], classes.index(name)
+
+
 def _voc_objects(annotation, classes):
     boxes, labels = [], []
-    for obj in ET.parse(annotation).getroot().iter("object"):
-        bb = obj.find("bndbox")
-        # VOC counts pixels from 1 and includes the last one: (xmin - 1, ymin - 1, xmax, ymax)
-        x1, y1, x2, y2 = (float(bb.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax"))
-        boxes.append([x1 - 1, y1 - 1, x2, y2])
-        labels.append(classes.index(obj.find("name").text.strip()))
+    for k, obj in enumerate(_voc_tree(annotation).iter("object"), start=1):
+        box, label = _voc_object(obj, k, annotation, classes)
+        boxes.append(box)
+        labels.append(label)
     return boxes, labels
+
+
+def _fit_to_image(boxes, labels, width, height):
+    """Clip boxes to the image and drop those left with no area (inverted, or wholly outside):
+    (boxes (n, 4), labels (n,), number clipped, number dropped)."""
+    b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    clipped = torch.stack([b[:, 0].clamp(0, width), b[:, 1].clamp(0, height),
+                           b[:, 2].clamp(0, width), b[:, 3].clamp(0, height)], dim=1)
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    n_clipped = int(((clipped != b).any(1) & keep).sum())
+    return clipped[keep], torch.tensor(labels, dtype=torch.int64)[keep], n_clipped, int((~keep).sum())
+
+
+def _check_voc_image_path(path, image_dir, root, split_file):
+    """An id of ImageSets must name a file in JPEGImages: no '/', no '..', no link outside root."""
+    path = Path(path)
+    image_id = os.path.relpath(path, image_dir)[:-len(".jpg")]
+    if path.parent != image_dir:
+        raise _corrupt(split_file, f"the image id {image_id!r} is not a plain file name in {image_dir}; "
+                                   f"refusing to read {path}")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise _corrupt(split_file, f"the image id {image_id!r} leads to {path.resolve()}, outside {root}; "
+                                   f"refusing to read it")
+
+
+def _read_image(path, mode=None):
+    """A PIL image, converted to mode; a file that is there but unreadable names itself."""
+    from PIL import Image
+    try:
+        image = Image.open(path)
+        return image.convert(mode) if mode else image.copy()
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as err:  # truncated, not an image at all
+        raise data.DatasetCorruptError(f"{path} cannot be read as an image: {err}") from err
+
+
+def _check_limit(limit):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
+        raise ValueError(f"limit must be None or a non-negative integer, got {limit!r}")
+
+
+def _warn_about_boxes(n_clipped, n_dropped, first_dropped):
+    if n_dropped or n_clipped:
+        dropped = (f"{n_dropped} {'box' if n_dropped == 1 else 'boxes'} dropped (inverted, or no area inside "
+                   f"the image; the first in {first_dropped})") if n_dropped else "no box dropped"
+        warnings.warn(f"voc_scenes: {dropped}; {n_clipped} {'box' if n_clipped == 1 else 'boxes'} clipped "
+                      f"to its image", stacklevel=3)
 
 
 def voc_scenes(root=None, year="2012", image_set="train", *, size=224, segmentation=False,
@@ -153,10 +242,16 @@ def voc_scenes(root=None, year="2012", image_set="train", *, size=224, segmentat
     """PASCAL VOC images resized (warped) to size x size, with boxes and labels from the
     annotations and, if segmentation, masks from SegmentationClass (0 background, class + 1,
     IGNORE on object outlines; images without a mask come only from the segmentation list).
-    torchvision's VOCDetection / VOCSegmentation find (or download) the files."""
+    torchvision's VOCDetection / VOCSegmentation find (or download) the files; limit takes the
+    first `limit` images of the image set.
+
+    The files are not trusted: an image id must name a file inside the root; a broken
+    annotation or image raises DatasetCorruptError naming the file (and the line, for XML);
+    boxes are clipped to their image and those left with no area dropped, with one warning."""
     import torchvision
     from PIL import Image
 
+    _check_limit(limit)
     root = Path(root or Path(config.data_root()) / "VOC")
     download = config.download_allowed() if download is None else download
     kind = torchvision.datasets.VOCSegmentation if segmentation else torchvision.datasets.VOCDetection
@@ -166,24 +261,33 @@ def voc_scenes(root=None, year="2012", image_set="train", *, size=224, segmentat
         raise data.DatasetNotFoundError(
             f"PASCAL VOC {year} is not under {root}/VOCdevkit/VOC{year} ({err}); allow downloads "
             f"(CNNLIB_DOWNLOAD=1) or put the VOCtrainval tar's contents there.") from err
-    names = ds.images[:limit] if limit else ds.images
-    annotations = [Path(p).parent.parent / "Annotations" / (Path(p).stem + ".xml") for p in names]
+    voc_root = Path(ds.root) / torchvision.datasets.voc.DATASET_YEAR_DICT[year]["base_dir"]
+    split_file = voc_root / "ImageSets" / ("Segmentation" if segmentation else "Main") / f"{image_set}.txt"
+    names = ds.images if limit is None else ds.images[:limit]
+    for path in names:
+        _check_voc_image_path(path, voc_root / "JPEGImages", root, split_file)
+    annotations = [voc_root / "Annotations" / (Path(p).stem + ".xml") for p in names]
     parsed = [_voc_objects(a, VOC_CLASSES) for a in annotations]
-    k = max([len(b) for b, _ in parsed] + [1])
     n = len(names)
     images = torch.zeros(n, 3, size, size, dtype=torch.uint8)
-    boxes, labels = torch.zeros(n, k, 4), torch.full((n, k), -1, dtype=torch.int64)
     masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    fitted, n_clipped, n_dropped, first_dropped = [], 0, 0, None
     for i, (path, (b, c)) in enumerate(zip(names, parsed)):
-        image = Image.open(path).convert("RGB")
+        image = _read_image(path, "RGB")
+        b, c, clipped, dropped = _fit_to_image(b, c, image.width, image.height)
+        n_clipped, n_dropped = n_clipped + clipped, n_dropped + dropped
+        first_dropped = first_dropped or (annotations[i] if dropped else None)
         sx, sy = size / image.width, size / image.height
+        fitted.append((b * torch.tensor([sx, sy, sx, sy]), c))
         images[i] = torch.from_numpy(np.array(image.resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
-        if b:
-            boxes[i, :len(b)] = torch.tensor(b) * torch.tensor([sx, sy, sx, sy])
-            labels[i, :len(c)] = torch.tensor(c)
         if segmentation:
-            m = torch.from_numpy(np.array(Image.open(ds.masks[i]).resize((size, size), Image.NEAREST)))
+            m = torch.from_numpy(np.array(_read_image(ds.masks[i]).resize((size, size), Image.NEAREST)))
             masks[i] = torch.where(m == IGNORE, m, m.clamp(max=len(VOC_CLASSES)))
+    _warn_about_boxes(n_clipped, n_dropped, first_dropped)
+    k = max([len(c) for _, c in fitted] + [1])
+    boxes, labels = torch.zeros(n, k, 4), torch.full((n, k), -1, dtype=torch.int64)
+    for i, (b, c) in enumerate(fitted):
+        boxes[i, :len(c)], labels[i, :len(c)] = b, c
     return Scenes(images, boxes, labels, masks, VOC_CLASSES)
 
 

@@ -126,3 +126,112 @@ def test_some_objects_overlap_and_sizes_vary(small):
     real = small.boxes[small.labels >= 0]
     heights = real[:, 3] - real[:, 1]
     assert heights.min() < 20 and heights.max() > 26  # a 20-40 px square holds a digit about 0.7 as tall
+
+
+# ---- the VOC reader on hostile or broken files (each case failed before its fix) ------------
+
+def fake_voc(tmp_path, monkeypatch):
+    write_fake_voc(tmp_path / "VOC")
+    monkeypatch.setenv("CNNLIB_DATA", str(tmp_path))
+    return tmp_path / "VOC" / "VOCdevkit" / "VOC2012"
+
+
+def set_train_ids(base, *ids):
+    (base / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids) + "\n")
+
+
+def write_annotation(base, name, objects, w=120, h=80):
+    (base / "Annotations" / f"{name}.xml").write_text(
+        f"<annotation><size><width>{w}</width><height>{h}</height></size>{objects}</annotation>")
+
+
+def voc_object(cls="dog", box=("11", "21", "60", "70")):
+    coords = "".join(f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
+    return f"<object><name>{cls}</name><bndbox>{coords}</bndbox></object>"
+
+
+def read(**kwargs):
+    return scenes.voc_scenes(image_set="train", size=60, download=False, **kwargs)
+
+
+def test_voc_refuses_image_ids_that_leave_the_root(tmp_path, monkeypatch):
+    base = fake_voc(tmp_path, monkeypatch)
+    elsewhere = tmp_path / "elsewhere"  # ../../../../elsewhere/x/secret from JPEGImages
+    (elsewhere / "x").mkdir(parents=True), (elsewhere / "Annotations").mkdir()
+    Image.new("RGB", (32, 32)).save(elsewhere / "x" / "secret.jpg")
+    (elsewhere / "Annotations" / "secret.xml").write_text(f"<annotation>{voc_object('cat')}</annotation>")
+    set_train_ids(base, "2008_000001", "../../../../elsewhere/x/secret")
+    with pytest.raises(data.DatasetCorruptError, match=r"train\.txt.*'\.\./\.\./\.\./\.\./elsewhere/x/secret'"):
+        read()
+    # a sub-folder, and a file linked to outside the root, are refused too
+    (base / "JPEGImages" / "sub").mkdir()
+    Image.new("RGB", (32, 32)).save(base / "JPEGImages" / "sub" / "2008_000001.jpg")
+    set_train_ids(base, "sub/2008_000001")
+    with pytest.raises(data.DatasetCorruptError, match="'sub/2008_000001'"):
+        read()
+    (base / "JPEGImages" / "linked.jpg").symlink_to(elsewhere / "x" / "secret.jpg")
+    write_annotation(base, "linked", voc_object())
+    set_train_ids(base, "linked")
+    with pytest.raises(data.DatasetCorruptError, match=r"'linked'.*outside"):
+        read()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("", r"2008_000002\.xml is not valid XML \(line 1, column 0\)"),
+    ("<annotation><object><name>dog</name>\n<bndbox><xmin>1</xmin>",
+     r"2008_000002\.xml is not valid XML \(line 2, column \d+\)"),
+])
+def test_voc_broken_annotation_names_the_file_and_line(tmp_path, monkeypatch, text, expected):
+    base = fake_voc(tmp_path, monkeypatch)
+    (base / "Annotations" / "2008_000002.xml").write_text(text)
+    with pytest.raises(data.DatasetCorruptError, match=expected):
+        read()
+
+
+@pytest.mark.parametrize("obj,expected", [
+    (voc_object("dgo"), r"2008_000002\.xml: <object> 2 is of class 'dgo', not one of the 20 VOC classes"),
+    ("<object><name>dog</name></object>", r"2008_000002\.xml: <object> 2 \('dog'\) has no <bndbox>"),
+    (voc_object(box=("eleven", "21", "60", "70")), r"2008_000002\.xml: <object> 2 \('dog'\): <xmin> is 'eleven', not a number"),
+    ("<object><name>dog</name><bndbox><xmin>1</xmin></bndbox></object>", r"2008_000002\.xml: <object> 2 \('dog'\) has no <ymin>"),
+    ("<object><bndbox><xmin>1</xmin></bndbox></object>", r"2008_000002\.xml: <object> 2 has no <name>"),
+])
+def test_voc_bad_object_names_the_file_and_what_is_wrong(tmp_path, monkeypatch, obj, expected):
+    base = fake_voc(tmp_path, monkeypatch)
+    write_annotation(base, "2008_000002", voc_object("person") + obj)
+    with pytest.raises(data.DatasetCorruptError, match=expected):
+        read()
+
+
+def test_voc_truncated_image_names_the_file(tmp_path, monkeypatch):
+    base = fake_voc(tmp_path, monkeypatch)
+    path = base / "JPEGImages" / "2008_000002.jpg"
+    path.write_bytes(path.read_bytes()[:600])
+    with pytest.raises(data.DatasetCorruptError, match=r"JPEGImages/2008_000002\.jpg cannot be read as an image"):
+        read()
+
+
+def test_voc_impossible_boxes_are_clipped_or_dropped_with_one_warning(tmp_path, monkeypatch):
+    base = fake_voc(tmp_path, monkeypatch)  # image 2008_000002 is 130 x 80 pixels
+    write_annotation(base, "2008_000002", "".join([
+        voc_object("dog", ("11", "21", "60", "70")),        # kept as it is
+        voc_object("cat", ("40", "21", "20", "70")),        # inverted: dropped
+        voc_object("person", ("61", "1", "6000", "40")),    # beyond the right edge: clipped
+        voc_object("horse", ("500", "10", "600", "30")),    # wholly outside: dropped
+    ]))
+    with pytest.warns(UserWarning) as caught:
+        s = read()
+    assert len(caught) == 1
+    assert "2 boxes dropped (inverted, or no area inside the image; the first in " in str(caught[0].message)
+    assert "2008_000002.xml" in str(caught[0].message) and "1 box clipped to its image" in str(caught[0].message)
+    assert s.labels[1].tolist() == [11, 14]
+    sx, sy = 60 / 130, 60 / 80
+    assert torch.allclose(s.boxes[1, 1], torch.tensor([60 * sx, 0, 60, 40 * sy]))
+    assert ((s.boxes >= 0) & (s.boxes <= 60)).all()
+
+
+def test_voc_limit_zero_means_no_images(tmp_path, monkeypatch):
+    fake_voc(tmp_path, monkeypatch)
+    assert len(read(limit=0)) == 0 and len(read(limit=1)) == 1 and len(read()) == 2
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"limit must be None or a non-negative integer, got {bad!r}"):
+            read(limit=bad)
