@@ -112,13 +112,49 @@ def _compose(sources, source_labels, size, count, scale, max_overlap, border, g)
     return canvas, boxes, labels, mask
 
 
+_SCENE_CLASSES = {"MNIST": data.MNIST_CLASSES, "FashionMNIST": data.FASHION_MNIST_CLASSES}
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_range(v, low, high):
+    """v is (min, max), two integers with low <= min <= max <= high."""
+    return (isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(x) for x in v)
+            and low <= v[0] <= v[1] <= high)
+
+
+def _check_scene_arguments(n, source, size, objects, scale, max_overlap, border):
+    """The canonical source name; ValueError for anything no scene can be made of."""
+    name = data.canonical_name(source)
+    if name not in _SCENE_CLASSES:
+        raise ValueError(f"source must be MNIST or FashionMNIST (28x28 grey images, any case), got {source!r}")
+    if not _is_int(n) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if not _is_int(size) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    if not _is_range(objects, 0, float("inf")):
+        raise ValueError(f"objects must be (min, max) with 0 <= min <= max, got {objects!r}")
+    if not _is_range(scale, 1, size):
+        raise ValueError(f"scale must be (min, max) with 1 <= min <= max <= size ({size}), got {scale!r}")
+    if not 0 <= border < 1:
+        raise ValueError(f"border must be in [0, 1), got {border!r}")
+    if not 0 <= max_overlap <= 1:
+        raise ValueError(f"max_overlap must be in [0, 1], got {max_overlap!r}")
+    return name
+
+
 def make_scenes(n, source="MNIST", train=True, *, size=96, objects=(1, 4), scale=(20, 40),
                 max_overlap=0.35, border=0.2, seed=0, root=None):
     """n scenes of size x size pixels, each with objects[0]..objects[1] objects, each a
-    source image (MNIST or FashionMNIST, from the train or test split) scaled to a square of
-    scale[0]..scale[1] pixels, allowed to reach beyond the border by `border` of its side and
-    to cover at most max_overlap of another object's box. Deterministic for a given seed."""
-    images, image_labels = data.load(source, train, root)
+    source image (MNIST or FashionMNIST in any case, from the train or test split) scaled to a
+    square of scale[0]..scale[1] pixels, allowed to reach beyond the border by `border` of its
+    side and to cover at most max_overlap of another object's box. Deterministic for a given
+    seed. An object that finds no place in 20 tries is left out; if a scene then holds fewer
+    than objects[0], one warning says how many scenes did (the scenes are still returned)."""
+    name = _check_scene_arguments(n, source, size, objects, scale, max_overlap, border)
+    images, image_labels = data.load(name, train, root)
     g = torch.Generator().manual_seed(seed)
     k = objects[1]
     out_images = torch.zeros(n, 1, size, size, dtype=torch.uint8)
@@ -134,8 +170,17 @@ def make_scenes(n, source="MNIST", train=True, *, size=96, objects=(1, 4), scale
         if boxes:
             out_boxes[s, :len(boxes)] = torch.tensor(boxes, dtype=torch.float32)
             out_labels[s, :len(labels)] = torch.tensor(labels)
-    classes = data.MNIST_CLASSES if source == "MNIST" else data.FASHION_MNIST_CLASSES
-    return Scenes(out_images, out_boxes, out_labels, out_masks, classes)
+    _warn_if_short(out_labels, objects[0])
+    return Scenes(out_images, out_boxes, out_labels, out_masks, _SCENE_CLASSES[name])
+
+
+def _warn_if_short(labels, least):
+    counts = (labels >= 0).sum(1)
+    short = int((counts < least).sum())
+    if short:
+        warnings.warn(f"make_scenes: {short} of {len(labels)} scenes hold fewer than objects[0]={least} "
+                      f"objects (as few as {int(counts.min())}): no room for more in 20 tries each; "
+                      f"use fewer or smaller objects, or a larger size", stacklevel=3)
 
 
 # ---- PASCAL VOC into the same tensors -------------------------------------------------------

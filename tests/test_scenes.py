@@ -235,3 +235,48 @@ def test_voc_limit_zero_means_no_images(tmp_path, monkeypatch):
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match=rf"limit must be None or a non-negative integer, got {bad!r}"):
             read(limit=bad)
+
+
+# ---- make_scenes' arguments (each case failed before its fix) --------------------------------
+
+def test_source_names_any_case_get_their_own_class_names(small):
+    lower = scenes.make_scenes(5, "mnist", seed=3)
+    assert lower.classes == data.MNIST_CLASSES
+    assert torch.equal(lower.images, scenes.make_scenes(5, "MNIST", seed=3).images)
+    try:
+        fashion = scenes.make_scenes(2, "fashion-mnist", seed=3)
+    except data.DatasetNotFoundError:
+        pytest.skip("Fashion-MNIST is not on this machine")
+    assert fashion.classes == data.FASHION_MNIST_CLASSES
+    with pytest.raises(ValueError, match="source must be MNIST or FashionMNIST .*, got 'CIFAR10'"):
+        scenes.make_scenes(2, "CIFAR10")
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    (dict(objects=(3, 1)), r"objects must be \(min, max\) with 0 <= min <= max, got \(3, 1\)"),
+    (dict(objects=4), r"objects must be \(min, max\) with 0 <= min <= max, got 4"),
+    (dict(objects=(-1, 2)), r"objects must be \(min, max\) with 0 <= min <= max, got \(-1, 2\)"),
+    (dict(scale=(40, 20)), r"scale must be \(min, max\) with 1 <= min <= max <= size \(96\), got \(40, 20\)"),
+    (dict(scale=(200, 200)), r"scale must be \(min, max\) with 1 <= min <= max <= size \(96\), got \(200, 200\)"),
+    (dict(scale=(0, 0)), r"scale must be \(min, max\) with 1 <= min <= max <= size \(96\), got \(0, 0\)"),
+    (dict(size=0), r"size must be a positive integer, got 0"),
+    (dict(size=96.0), r"size must be a positive integer, got 96.0"),
+    (dict(border=2.0), r"border must be in \[0, 1\), got 2.0"),
+    (dict(border=-0.1), r"border must be in \[0, 1\), got -0.1"),
+    (dict(max_overlap=1.5), r"max_overlap must be in \[0, 1\], got 1.5"),
+])
+def test_impossible_scene_arguments_are_refused(kwargs, expected):
+    with pytest.raises(ValueError, match=expected):
+        scenes.make_scenes(2, **kwargs)
+
+
+def test_negative_count_is_refused():
+    with pytest.raises(ValueError, match="n must be a non-negative integer, got -1"):
+        scenes.make_scenes(-1)
+
+
+def test_scenes_too_small_for_the_objects_warn_once(small):
+    with pytest.warns(UserWarning, match=r"of 6 scenes hold fewer than objects\[0\]=30 objects") as caught:
+        crowded = scenes.make_scenes(6, objects=(30, 30), seed=0)
+    assert len(caught) == 1
+    assert ((crowded.labels >= 0).sum(1) < 30).any()
