@@ -338,18 +338,104 @@ def voc_scenes(root=None, year="2012", image_set="train", *, size=224, segmentat
 
 # ---- batches --------------------------------------------------------------------------------
 
-class SceneLoader(data.TensorLoader):
-    """Batches (images, {"boxes", "labels", "masks"}) of Scenes, shuffled like TensorLoader."""
+def pixels_only(augment):
+    """Mark a batch augmentation (x, generator) -> x that changes pixel values only (noise,
+    brightness), never where they are, so that SceneLoader may use it: boxes and masks stay."""
+    def changed(x, generator):
+        return augment(x, generator)
+    changed.pixels_only = True
+    changed.__qualname__ = f"pixels_only({getattr(augment, '__qualname__', augment)})"
+    return changed
 
-    def __init__(self, scenes, batch_size, **kwargs):
-        super().__init__(scenes.images, torch.arange(len(scenes)), batch_size, **kwargs)
+
+def _check_scene_augment(augment):
+    """v2 transforms (they move boxes and masks too) or functions marked pixels_only."""
+    from torchvision.transforms import v2
+    for aug in augment:
+        if not (isinstance(aug, v2.Transform) or getattr(aug, "pixels_only", False)):
+            name = getattr(aug, "__qualname__", repr(aug))
+            raise ValueError(
+                f"SceneLoader's augment= got {name}, a batch function that may move pixels but cannot move "
+                f"boxes or masks with them. Pass torchvision.transforms.v2 transforms, which move all three "
+                f"(v2.RandomHorizontalFlip() for data.random_flip, v2.RandomCrop or v2.RandomAffine for "
+                f"random_crop / random_affine), or wrap a function that changes pixel values only as "
+                f"scenes.pixels_only(fn).")
+    return tuple(augment)
+
+
+def _resize_batch(x, target, size):
+    """Images bilinear (as TensorLoader), masks nearest, boxes scaled: all to `size`."""
+    h, w = x.shape[-2:]
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    new_h, new_w = x.shape[-2:]
+    masks = F.interpolate(target["masks"][:, None].float(), size=size, mode="nearest-exact")[:, 0]
+    scale = torch.tensor([new_w / w, new_h / h, new_w / w, new_h / h], device=x.device)
+    return x, {**target, "boxes": target["boxes"] * scale, "masks": masks.to(target["masks"].dtype)}
+
+
+def _transform_one(transform, image, boxes, labels, mask):
+    """One image, its boxes (padded to K) and mask through a v2 transform; boxes left with no
+    area are dropped, the rest come first again, then padding."""
+    from torchvision import tv_tensors
+    real = labels >= 0
+    b = tv_tensors.BoundingBoxes(boxes[real], format="XYXY", canvas_size=tuple(image.shape[-2:]))
+    image, b, mask = transform(tv_tensors.Image(image), b, tv_tensors.Mask(mask))
+    b = b.as_subclass(torch.Tensor)
+    kept = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    out_boxes, out_labels = torch.zeros_like(boxes), torch.full_like(labels, -1)
+    out_boxes[:int(kept.sum())], out_labels[:int(kept.sum())] = b[kept], labels[real][kept]
+    return image.as_subclass(torch.Tensor), out_boxes, out_labels, mask.as_subclass(torch.Tensor)
+
+
+def _transform_batch(transform, x, target):
+    parts = [_transform_one(transform, *one) for one in zip(x, target["boxes"], target["labels"], target["masks"])]
+    images, boxes, labels, masks = (torch.stack(p) for p in zip(*parts))
+    return images, {**target, "boxes": boxes, "labels": labels, "masks": masks}
+
+
+class SceneLoader(data.TensorLoader):
+    """Batches (images, {"boxes", "labels", "masks"}) of Scenes, shuffled like TensorLoader.
+
+    resize= scales the boxes and resizes the masks (nearest) with the images. augment= takes
+    torchvision.transforms.v2 transforms, applied to each image with its boxes
+    (tv_tensors.BoundingBoxes) and mask (tv_tensors.Mask), so a flip or crop moves all three;
+    boxes left with no area are dropped. Their random draws depend on (seed, epoch) only.
+    A plain batch function (x, generator) cannot move boxes, so it is refused unless marked
+    pixels_only(fn). normalize= comes last. Without these the scenes pass unchanged."""
+
+    def __init__(self, scenes, batch_size, *, augment=(), **kwargs):
+        super().__init__(scenes.images, torch.arange(len(scenes)), batch_size,
+                         augment=_check_scene_augment(augment), **kwargs)
         self.scenes = scenes
         self.targets = {"boxes": scenes.boxes.to(self.device), "labels": scenes.labels.to(self.device),
                         "masks": scenes.masks.to(self.device)}
 
+    def prepare(self, images, generator=None):
+        """Only to float in [0, 1]: resize, augment and normalize need the targets (__iter__)."""
+        return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
     def __iter__(self):
+        seeds = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 1)
+        g = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch + 1)
         for x, index in super().__iter__():
-            yield x, {k: v[index].long() if k == "masks" else v[index] for k, v in self.targets.items()}
+            target = {k: v[index] for k, v in self.targets.items()}
+            if self.resize:
+                x, target = _resize_batch(x, target, self.resize)
+            if self.augment:
+                x, target = self._augment(x, target, int(torch.randint(2**62, (1,), generator=seeds)), g)
+            if self.mean is not None:
+                x = (x - self.mean) / self.std
+            yield x, {**target, "masks": target["masks"].long()}
+
+    def _augment(self, x, target, seed, g):
+        with torch.random.fork_rng(devices=[]):  # v2 transforms draw from the global generator
+            torch.manual_seed(seed)
+            for aug in self.augment:
+                if getattr(aug, "pixels_only", False):
+                    x = aug(x, g)
+                else:
+                    x, target = _transform_batch(aug, x, target)
+        return x, target
 
 
 def to_list(target):

@@ -280,3 +280,94 @@ def test_scenes_too_small_for_the_objects_warn_once(small):
         crowded = scenes.make_scenes(6, objects=(30, 30), seed=0)
     assert len(caught) == 1
     assert ((crowded.labels >= 0).sum(1) < 30).any()
+
+
+# ---- SceneLoader: geometric changes move the boxes and masks with the pixels ---------------
+
+def batches(loader):
+    return [(x.clone(), {k: v.clone() for k, v in t.items()}) for x, t in loader]
+
+
+def check_targets_agree(x, t):
+    """Every labelled mask pixel lies in a box of its class; boxes inside the image, not empty."""
+    h, w = x.shape[-2:]
+    for i in range(len(x)):
+        keep = t["labels"][i] >= 0
+        b, labels = t["boxes"][i][keep], t["labels"][i][keep]
+        assert (b[:, 2:] > b[:, :2]).all() and (b[:, [0, 2]] <= w).all() and (b[:, [1, 3]] <= h).all()
+        assert (b >= 0).all() and (t["boxes"][i][~keep] == 0).all()
+        assert keep.sort(descending=True, stable=True).values.tolist() == keep.tolist()  # objects first
+        covered = torch.zeros(h, w, dtype=torch.int64)
+        for (x1, y1, x2, y2), c in zip(b.floor().long().tolist(), labels.tolist()):
+            region = covered[y1:y2 + 1, x1:x2 + 1]
+            region[t["masks"][i, y1:y2 + 1, x1:x2 + 1] == c + 1] = 1
+        assert not ((t["masks"][i] > 0) & (covered == 0)).any()
+
+
+def test_default_loader_is_the_scenes_unchanged(small):
+    loader = scenes.SceneLoader(small, 16, shuffle=True, device="cpu", seed=5)
+    seen = 0
+    for x, t in loader:
+        order = t["labels"].new_tensor([int((small.images.flatten(1) == (x[j] * 255).round().flatten().to(torch.uint8)).all(1).nonzero()[0]) for j in range(len(x))])
+        assert torch.equal(x, small.images[order].float() / 255)
+        assert torch.equal(t["boxes"], small.boxes[order]) and torch.equal(t["labels"], small.labels[order])
+        assert torch.equal(t["masks"], small.masks[order].long())
+        seen += len(x)
+    assert seen == len(small)
+
+
+def test_resize_scales_boxes_and_masks_with_the_images(small):
+    x, t = next(iter(scenes.SceneLoader(small, 8, resize=48, device="cpu")))
+    assert x.shape == (8, 1, 48, 48) and t["masks"].shape == (8, 48, 48) and t["masks"].dtype == torch.int64
+    assert torch.equal(t["boxes"], small.boxes[:8] / 2) and torch.equal(t["labels"], small.labels[:8])
+    assert torch.equal(t["masks"], torch.nn.functional.interpolate(
+        small.masks[:8, None].float(), size=48, mode="nearest-exact")[:, 0].long())
+    check_targets_agree(x, t)
+    x, t = next(iter(scenes.SceneLoader(small, 4, resize=(48, 192), device="cpu")))
+    assert x.shape == (4, 1, 48, 192)
+    assert torch.equal(t["boxes"], small.boxes[:4] * torch.tensor([2, 0.5, 2, 0.5]))
+
+
+def test_a_v2_flip_moves_boxes_and_masks(small):
+    from torchvision.transforms import v2
+    x, t = next(iter(scenes.SceneLoader(small, 8, augment=[v2.RandomHorizontalFlip(p=1.0)], device="cpu")))
+    assert torch.equal(x, small.images[:8].flip(-1).float() / 255)
+    assert torch.equal(t["masks"], small.masks[:8].flip(-1).long())
+    real = small.labels[:8] >= 0
+    mirrored = small.boxes[:8][..., [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([96, 0, 96, 0])
+    assert torch.equal(t["boxes"][real], mirrored[real]) and torch.equal(t["labels"], small.labels[:8])
+    check_targets_agree(x, t)
+
+
+def test_v2_crops_and_shifts_drop_boxes_that_leave_the_image(small):
+    from torchvision.transforms import v2
+    augment = [v2.RandomAffine(degrees=0, translate=(0.4, 0.4)), v2.RandomCrop(64)]
+    loader = scenes.SceneLoader(small, 10, shuffle=True, augment=augment, device="cpu", seed=1)
+    first = batches(loader)
+    assert torch.equal(first[0][0], batches(loader)[0][0])                 # the same epoch again
+    loader.set_epoch(1)
+    assert not torch.equal(first[0][0], batches(loader)[0][0])             # another epoch, other draws
+    n_objects = 0
+    for x, t in first:
+        assert x.shape[-2:] == (64, 64) and t["masks"].shape[-2:] == (64, 64)
+        check_targets_agree(x, t)
+        n_objects += int((t["labels"] >= 0).sum())
+    assert n_objects < int((small.labels >= 0).sum())                      # some boxes left the image
+
+
+def test_plain_batch_augmentations_must_say_they_move_no_pixels(small):
+    from cnnlib import regularize
+    with pytest.raises(ValueError, match=r"augment= got random_flip.*cannot move boxes or masks.*v2\.RandomHorizontalFlip\(\) for data\.random_flip"):
+        scenes.SceneLoader(small, 8, augment=[data.random_flip(1.0)], device="cpu")
+    noisy = scenes.SceneLoader(small, 8, augment=[scenes.pixels_only(regularize.gaussian_noise(0.1))], device="cpu")
+    (x, t), (again, _) = next(iter(noisy)), next(iter(noisy))
+    assert torch.equal(x, again) and not torch.equal(x, small.images[:8].float() / 255)
+    assert torch.equal(t["boxes"], small.boxes[:8]) and torch.equal(t["masks"], small.masks[:8].long())
+
+
+def test_normalize_comes_after_the_transforms(small):
+    from torchvision.transforms import v2
+    loader = scenes.SceneLoader(small, 4, augment=[v2.RandomHorizontalFlip(p=1.0)], normalize=((0.5,), (0.25,)),
+                                device="cpu")
+    x, _ = next(iter(loader))
+    assert torch.allclose(x, (small.images[:4].flip(-1).float() / 255 - 0.5) / 0.25)
