@@ -1,4 +1,5 @@
-"""Detection and segmentation scenes composed from MNIST-style images, and PASCAL VOC.
+"""Detection and segmentation scenes composed from MNIST-style images, and PASCAL VOC
+(chapter 6: boxes and NMS, the R-CNN family, YOLO, Faster R-CNN and FCN pages).
 
 No detection data set can be downloaded everywhere, so ``make_scenes`` pastes real MNIST or
 Fashion-MNIST images onto a blank canvas: a few objects per scene at random scales and
@@ -16,8 +17,9 @@ largest object count). ``SceneLoader`` batches them like ``cnnlib.data``'s loade
     # x: float (B, 1, 96, 96) in [0, 1]; target: {"boxes": (B, K, 4), "labels": (B, K),
     #                                              "masks": (B, 96, 96) int64}
 
-``to_list(target)`` turns a padded batch into the list of dicts that torchvision's detectors
-and torchmetrics' mean average precision take. ``loaders(source="voc")`` reads PASCAL VOC (from
+``SceneLoader(..., augment=[v2.RandomHorizontalFlip()], resize=48)`` moves the boxes and masks
+with the pixels (torchvision's ``transforms.v2``). ``to_list(target)`` turns a padded batch into
+the list of dicts that torchvision's detectors and torchmetrics' mean average precision take. ``loaders(source="voc")`` reads PASCAL VOC (from
 ``$CNNLIB_DATA/VOC`` in torchvision's layout, downloaded when allowed) into the same tensors.
 """
 import numbers

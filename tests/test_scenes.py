@@ -253,17 +253,17 @@ def test_source_names_any_case_get_their_own_class_names(small):
 
 
 @pytest.mark.parametrize("kwargs,expected", [
-    (dict(objects=(3, 1)), r"objects must be \(min, max\) with 0 <= min <= max, got \(3, 1\)"),
-    (dict(objects=4), r"objects must be \(min, max\) with 0 <= min <= max, got 4"),
-    (dict(objects=(-1, 2)), r"objects must be \(min, max\) with 0 <= min <= max, got \(-1, 2\)"),
-    (dict(scale=(40, 20)), r"scale must be \(min, max\) with 1 <= min <= max <= size \(96\), got \(40, 20\)"),
-    (dict(scale=(200, 200)), r"scale must be \(min, max\) with 1 <= min <= max <= size \(96\), got \(200, 200\)"),
-    (dict(scale=(0, 0)), r"scale must be \(min, max\) with 1 <= min <= max <= size \(96\), got \(0, 0\)"),
-    (dict(size=0), r"size must be a positive integer, got 0"),
-    (dict(size=96.0), r"size must be a positive integer, got 96.0"),
-    (dict(border=2.0), r"border must be in \[0, 1\), got 2.0"),
-    (dict(border=-0.1), r"border must be in \[0, 1\), got -0.1"),
-    (dict(max_overlap=1.5), r"max_overlap must be in \[0, 1\], got 1.5"),
+    ({"objects": (3, 1)}, r"objects must be \(min, max\) with 0 <= min <= max, got \(3, 1\)"),
+    ({"objects": 4}, r"objects must be \(min, max\) with 0 <= min <= max, got 4"),
+    ({"objects": (-1, 2)}, r"objects must be \(min, max\) with 0 <= min <= max, got \(-1, 2\)"),
+    ({"scale": (40, 20)}, r"scale must be \(min, max\) with 1 <= min <= max <= size \(96\), got \(40, 20\)"),
+    ({"scale": (200, 200)}, r"scale must be \(min, max\) with 1 <= min <= max <= size \(96\), got \(200, 200\)"),
+    ({"scale": (0, 0)}, r"scale must be \(min, max\) with 1 <= min <= max <= size \(96\), got \(0, 0\)"),
+    ({"size": 0}, r"size must be a positive integer, got 0"),
+    ({"size": 96.0}, r"size must be a positive integer, got 96.0"),
+    ({"border": 2.0}, r"border must be in \[0, 1\), got 2.0"),
+    ({"border": -0.1}, r"border must be in \[0, 1\), got -0.1"),
+    ({"max_overlap": 1.5}, r"max_overlap must be in \[0, 1\], got 1.5"),
 ])
 def test_impossible_scene_arguments_are_refused(kwargs, expected):
     with pytest.raises(ValueError, match=expected):
