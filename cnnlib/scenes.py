@@ -19,8 +19,9 @@ largest object count). ``SceneLoader`` batches them like ``cnnlib.data``'s loade
 
 ``SceneLoader(..., augment=[v2.RandomHorizontalFlip()], resize=48)`` moves the boxes and masks
 with the pixels (torchvision's ``transforms.v2``). ``to_list(target)`` turns a padded batch into
-the list of dicts that torchvision's detectors and torchmetrics' mean average precision take. ``loaders(source="voc")`` reads PASCAL VOC (from
-``$CNNLIB_DATA/VOC`` in torchvision's layout, downloaded when allowed) into the same tensors.
+the list of dicts that torchvision's detectors and torchmetrics' mean average precision take.
+``loaders(source="voc")`` reads PASCAL VOC (from ``$CNNLIB_DATA/VOC`` in torchvision's layout,
+downloaded when allowed) into the same tensors.
 """
 import numbers
 import os
