@@ -1,5 +1,6 @@
 """Boxes from scratch: formats, IoU, non-maximum suppression, RoI pooling and RoI align,
-anchors, and the (tx, ty, tw, th) offsets of Faster R-CNN.
+anchors, the (tx, ty, tw, th) offsets of Faster R-CNN (chapter 6, pages 1 and 2), and the
+average precision that scores a detector (chapter 6, the YOLO page).
 
 Every function follows the conventions of ``torchvision.ops`` (tests/test_boxes.py checks
 each against it on random inputs):
@@ -40,6 +41,16 @@ def box_iou(a, b):
     return inter / union
 
 
+def box_iou_pairs(a, b):
+    """IoU of a[i] with b[i] only, pair by pair: boxes (..., 4) of the same shape -> (...).
+    The diagonal of box_iou(a, b) without the (N, M) matrix; two empty boxes give 0, not 0 / 0
+    (YOLO compares every cell's boxes with a target that is all zeros where there is no object)."""
+    wh = (torch.min(a[..., 2:], b[..., 2:]) - torch.max(a[..., :2], b[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_area(a) + box_area(b) - inter
+    return inter / torch.where(union > 0, union, 1)
+
+
 def box_iou_cxcywh(a, b):
     """The same IoU for boxes in centre format (cx, cy, w, h)."""
     return box_iou(cxcywh_to_xyxy(a), cxcywh_to_xyxy(b))
@@ -49,8 +60,10 @@ def box_iou_cxcywh(a, b):
 
 def nms(boxes, scores, iou_threshold):
     """Greedy NMS: keep the best box, drop those overlapping it by more than iou_threshold,
-    repeat. Returns the indices kept, best score first (as torchvision.ops.nms)."""
-    order = scores.argsort(descending=True)
+    repeat. Returns the indices kept, best score first (as torchvision.ops.nms).
+    Equal scores keep their index order (a stable sort, as torchvision's): saturated or fp16
+    scores tie often, and an unstable sort would keep other boxes than the library."""
+    order = scores.argsort(descending=True, stable=True)
     iou = box_iou(boxes, boxes)
     suppressed = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
     keep = []
@@ -63,11 +76,15 @@ def nms(boxes, scores, iou_threshold):
 
 
 def batched_nms(boxes, scores, classes, iou_threshold):
-    """NMS within each class only: shift each class's boxes far away from the others."""
+    """NMS within each class only: shift each class's boxes far away from the others.
+    The shift counts from the lowest coordinate (torchvision's counts from 0, which lets
+    classes of boxes left of or above the origin overlap); for boxes at or right of the
+    origin both are the same sums, so the same boxes are kept."""
     if len(boxes) == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    offsets = classes.to(boxes) * (boxes.max() + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    low = boxes.min().clamp(max=0)
+    offsets = classes.to(boxes) * (boxes.max() - low + 1)
+    return nms(boxes - low + offsets[:, None], scores, iou_threshold)
 
 
 # ---- RoI pooling and RoI align -------------------------------------------------------------
@@ -121,14 +138,26 @@ def bilinear(feature, y, x):
     return torch.where(outside, torch.zeros_like(value), value)
 
 
+def _sample_points(start, bin_size, bins, grid, dtype):
+    """(bins, grid) coordinates: grid evenly spaced points inside each of the bins."""
+    inside = (torch.arange(grid, dtype=dtype)[None] + 0.5) / grid
+    return start + bin_size * (torch.arange(bins, dtype=dtype)[:, None] + inside)
+
+
 def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
     """Mask R-CNN's RoI align: no snapping; each bin is the mean of a few bilinearly
     interpolated points (sampling_ratio per side, or ceil(bin size) when it is -1).
-    aligned=True shifts the box by half a pixel so that pixel centres line up."""
+    aligned=True shifts the box by half a pixel so that pixel centres line up, and refuses an
+    inverted box (x2 < x1 or y2 < y1: a negative size, on which torchvision's kernel fails or
+    samples a mirrored box). Sample points are computed in the features' precision."""
     out_h, out_w = _pair(output_size)
+    dtype = torch.promote_types(features.dtype, torch.float32)
     offset = 0.5 if aligned else 0.0
     result = []
-    for b, x1, y1, x2, y2 in rois.tolist():
+    for k, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
+        if aligned and (x2 < x1 or y2 < y1):
+            raise ValueError(f"roi_align(aligned=True) needs x1 <= x2 and y1 <= y2, got RoI {k}: "
+                             f"{rois[k].tolist()}")
         x1, y1 = x1 * spatial_scale - offset, y1 * spatial_scale - offset
         roi_w, roi_h = x2 * spatial_scale - offset - x1, y2 * spatial_scale - offset - y1
         if not aligned:  # the original kernel forces at least a 1x1 RoI
@@ -136,9 +165,7 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
         bin_h, bin_w = roi_h / out_h, roi_w / out_w
         grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / out_h)
         grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / out_w)
-        # sample points: (out_h, grid_h) rows and (out_w, grid_w) columns
-        ys = y1 + bin_h * (torch.arange(out_h)[:, None] + (torch.arange(grid_h)[None] + 0.5) / grid_h)
-        xs = x1 + bin_w * (torch.arange(out_w)[:, None] + (torch.arange(grid_w)[None] + 0.5) / grid_w)
+        ys, xs = _sample_points(y1, bin_h, out_h, grid_h, dtype), _sample_points(x1, bin_w, out_w, grid_w, dtype)
         y = ys.reshape(out_h, 1, grid_h, 1).expand(out_h, out_w, grid_h, grid_w)
         x = xs.reshape(1, out_w, 1, grid_w).expand(out_h, out_w, grid_h, grid_w)
         values = bilinear(features[int(b)], y.to(features), x.to(features))
@@ -189,3 +216,64 @@ def decode(offsets, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     tx, ty, tw, th = (offsets / offsets.new_tensor(weights)).unbind(-1)
     return cxcywh_to_xyxy(torch.stack([xa + tx * wa, ya + ty * ha,
                                        wa * torch.exp(tw), ha * torch.exp(th)], dim=-1))
+
+
+# ---- precision, recall and average precision -----------------------------------------------
+
+def _match(pred_boxes, true_boxes, iou_threshold):
+    """Which detections (best score first) find a true box: each takes the unmatched true box
+    it overlaps most, if that IoU reaches iou_threshold. A bool per detection."""
+    hit = torch.zeros(len(pred_boxes), dtype=torch.bool)
+    if len(pred_boxes) == 0 or len(true_boxes) == 0:
+        return hit
+    iou = box_iou(pred_boxes.double(), true_boxes.double())   # float64, as pycocotools
+    matched = torch.zeros(len(true_boxes), dtype=torch.bool)
+    for i in range(len(pred_boxes)):
+        candidates = iou[i].masked_fill(matched, -1)
+        j = int(candidates.argmax())
+        if candidates[j] >= iou_threshold:
+            matched[j] = hit[i] = True
+    return hit
+
+
+def pr_curve(predictions, truths, label, iou_threshold=0.5, max_detections=100):
+    """Precision and recall after each detection of `label`, best score first, over all images.
+
+    predictions: per image {"boxes", "scores", "labels"}; truths: per image {"boxes", "labels"}.
+    As COCO's evaluation (pycocotools, which torchmetrics runs): an image contributes its
+    max_detections best detections of the class, matched greedily within the image; equal
+    scores keep their order (images in order, then detections as given: stable sorts)."""
+    hits, scores, n_true = [], [], 0
+    for p, t in zip(predictions, truths):
+        true_boxes = t["boxes"][t["labels"] == label].cpu()
+        n_true += len(true_boxes)
+        mine = p["labels"] == label
+        s, order = p["scores"][mine].cpu().sort(descending=True, stable=True)
+        b = p["boxes"][mine].cpu()[order][:max_detections]
+        hits.append(_match(b, true_boxes, iou_threshold))
+        scores.append(s[:max_detections])
+    hits = torch.cat(hits)[torch.cat(scores).argsort(descending=True, stable=True)]
+    tp = hits.double().cumsum(0)
+    return tp / torch.arange(1, len(tp) + 1), tp / max(n_true, 1)
+
+
+def average_precision(precision, recall, points=101):
+    """COCO's AP: the precision envelope (best precision at any recall >= r), read at `points`
+    recalls from 0 to 1 (0 where the detector never reaches that recall)."""
+    envelope = precision.flip(0).cummax(0).values.flip(0)
+    levels = torch.from_numpy(np.linspace(0, 1, points)).to(recall)  # COCO's exact levels
+    first = torch.searchsorted(recall, levels)      # the first detection reaching each level
+    reached = first < len(recall)
+    return envelope[first[reached]].sum().item() / points
+
+
+def mean_average_precision(predictions, truths, iou_thresholds=(0.5,), max_detections=100):
+    """AP averaged over the IoU thresholds and over the classes that have a true box (as
+    COCO, which leaves out classes seen only among the detections): (mAP, {label: AP})."""
+    labels = sorted(set(torch.cat([t["labels"].cpu() for t in truths]).tolist()))
+    per_class = {}
+    for label in labels:
+        aps = [average_precision(*pr_curve(predictions, truths, label, t, max_detections))
+               for t in iou_thresholds]
+        per_class[label] = sum(aps) / len(aps)
+    return sum(per_class.values()) / max(len(per_class), 1), per_class

@@ -1,4 +1,5 @@
-"""Detection and segmentation scenes composed from MNIST-style images, and PASCAL VOC.
+"""Detection and segmentation scenes composed from MNIST-style images, and PASCAL VOC
+(chapter 6: boxes and NMS, the R-CNN family, YOLO, Faster R-CNN and FCN pages).
 
 No detection data set can be downloaded everywhere, so ``make_scenes`` pastes real MNIST or
 Fashion-MNIST images onto a blank canvas: a few objects per scene at random scales and
@@ -16,10 +17,15 @@ largest object count). ``SceneLoader`` batches them like ``cnnlib.data``'s loade
     # x: float (B, 1, 96, 96) in [0, 1]; target: {"boxes": (B, K, 4), "labels": (B, K),
     #                                              "masks": (B, 96, 96) int64}
 
-``to_list(target)`` turns a padded batch into the list of dicts that torchvision's detectors
-and torchmetrics' mean average precision take. ``loaders(source="voc")`` reads PASCAL VOC (from
-``$CNNLIB_DATA/VOC`` in torchvision's layout, downloaded when allowed) into the same tensors.
+``SceneLoader(..., augment=[v2.RandomHorizontalFlip()], resize=48)`` moves the boxes and masks
+with the pixels (torchvision's ``transforms.v2``). ``to_list(target)`` turns a padded batch into
+the list of dicts that torchvision's detectors and torchmetrics' mean average precision take.
+``loaders(source="voc")`` reads PASCAL VOC (from ``$CNNLIB_DATA/VOC`` in torchvision's layout,
+downloaded when allowed) into the same tensors.
 """
+import numbers
+import os
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,13 +115,49 @@ def _compose(sources, source_labels, size, count, scale, max_overlap, border, g)
     return canvas, boxes, labels, mask
 
 
+_SCENE_CLASSES = {"MNIST": data.MNIST_CLASSES, "FashionMNIST": data.FASHION_MNIST_CLASSES}
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_range(v, low, high):
+    """v is (min, max), two integers with low <= min <= max <= high."""
+    return (isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(x) for x in v)
+            and low <= v[0] <= v[1] <= high)
+
+
+def _check_scene_arguments(n, source, size, objects, scale, max_overlap, border):
+    """The canonical source name; ValueError for anything no scene can be made of."""
+    name = data.canonical_name(source)
+    if name not in _SCENE_CLASSES:
+        raise ValueError(f"source must be MNIST or FashionMNIST (28x28 grey images, any case), got {source!r}")
+    if not _is_int(n) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if not _is_int(size) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    if not _is_range(objects, 0, float("inf")):
+        raise ValueError(f"objects must be (min, max) with 0 <= min <= max, got {objects!r}")
+    if not _is_range(scale, 1, size):
+        raise ValueError(f"scale must be (min, max) with 1 <= min <= max <= size ({size}), got {scale!r}")
+    if not 0 <= border < 1:
+        raise ValueError(f"border must be in [0, 1), got {border!r}")
+    if not 0 <= max_overlap <= 1:
+        raise ValueError(f"max_overlap must be in [0, 1], got {max_overlap!r}")
+    return name
+
+
 def make_scenes(n, source="MNIST", train=True, *, size=96, objects=(1, 4), scale=(20, 40),
                 max_overlap=0.35, border=0.2, seed=0, root=None):
     """n scenes of size x size pixels, each with objects[0]..objects[1] objects, each a
-    source image (MNIST or FashionMNIST, from the train or test split) scaled to a square of
-    scale[0]..scale[1] pixels, allowed to reach beyond the border by `border` of its side and
-    to cover at most max_overlap of another object's box. Deterministic for a given seed."""
-    images, image_labels = data.load(source, train, root)
+    source image (MNIST or FashionMNIST in any case, from the train or test split) scaled to a
+    square of scale[0]..scale[1] pixels, allowed to reach beyond the border by `border` of its
+    side and to cover at most max_overlap of another object's box. Deterministic for a given
+    seed. An object that finds no place in 20 tries is left out; if a scene then holds fewer
+    than objects[0], one warning says how many scenes did (the scenes are still returned)."""
+    name = _check_scene_arguments(n, source, size, objects, scale, max_overlap, border)
+    images, image_labels = data.load(name, train, root)
     g = torch.Generator().manual_seed(seed)
     k = objects[1]
     out_images = torch.zeros(n, 1, size, size, dtype=torch.uint8)
@@ -131,21 +173,116 @@ def make_scenes(n, source="MNIST", train=True, *, size=96, objects=(1, 4), scale
         if boxes:
             out_boxes[s, :len(boxes)] = torch.tensor(boxes, dtype=torch.float32)
             out_labels[s, :len(labels)] = torch.tensor(labels)
-    classes = data.MNIST_CLASSES if source == "MNIST" else data.FASHION_MNIST_CLASSES
-    return Scenes(out_images, out_boxes, out_labels, out_masks, classes)
+    _warn_if_short(out_labels, objects[0])
+    return Scenes(out_images, out_boxes, out_labels, out_masks, _SCENE_CLASSES[name])
+
+
+def _warn_if_short(labels, least):
+    counts = (labels >= 0).sum(1)
+    short = int((counts < least).sum())
+    if short:
+        warnings.warn(f"make_scenes: {short} of {len(labels)} scenes hold fewer than objects[0]={least} "
+                      f"objects (as few as {int(counts.min())}): no room for more in 20 tries each; "
+                      f"use fewer or smaller objects, or a larger size", stacklevel=3)
 
 
 # ---- PASCAL VOC into the same tensors -------------------------------------------------------
 
+def _corrupt(path, what):
+    return data.DatasetCorruptError(f"{path}: {what}")
+
+
+def _voc_tree(annotation):
+    """The parsed annotation; a file that is not XML names itself and the parser's line."""
+    try:
+        return ET.parse(annotation).getroot()
+    except ET.ParseError as err:
+        line, column = err.position
+        raise data.DatasetCorruptError(f"{annotation} is not valid XML (line {line}, column {column}): "
+                                       f"{err}") from err
+
+
+def _voc_object(obj, k, annotation, classes):
+    """(box [x1, y1, x2, y2] in pixels from 0, label) of the k-th <object> (from 1)."""
+    name = obj.findtext("name")
+    if name is None:
+        raise _corrupt(annotation, f"<object> {k} has no <name>")
+    name = name.strip()
+    if name not in classes:
+        raise _corrupt(annotation, f"<object> {k} is of class {name!r}, not one of the {len(classes)} VOC "
+                                   f"classes ({', '.join(classes)})")
+    bb = obj.find("bndbox")
+    if bb is None:
+        raise _corrupt(annotation, f"<object> {k} ({name!r}) has no <bndbox>")
+    coords = []
+    for tag in ("xmin", "ymin", "xmax", "ymax"):
+        text = bb.findtext(tag)
+        if text is None:
+            raise _corrupt(annotation, f"<object> {k} ({name!r}) has no <{tag}> in its <bndbox>")
+        try:
+            coords.append(float(text))
+        except ValueError:
+            raise _corrupt(annotation, f"<object> {k} ({name!r}): <{tag}> is {text.strip()!r}, not a number") from None
+    x1, y1, x2, y2 = coords
+    # VOC counts pixels from 1 and includes the last one: (xmin - 1, ymin - 1, xmax, ymax)
+    return [x1 - 1, y1 - 1, x2, y2], classes.index(name)
+
+
 def _voc_objects(annotation, classes):
     boxes, labels = [], []
-    for obj in ET.parse(annotation).getroot().iter("object"):
-        bb = obj.find("bndbox")
-        # VOC counts pixels from 1 and includes the last one: (xmin - 1, ymin - 1, xmax, ymax)
-        x1, y1, x2, y2 = (float(bb.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax"))
-        boxes.append([x1 - 1, y1 - 1, x2, y2])
-        labels.append(classes.index(obj.find("name").text.strip()))
+    for k, obj in enumerate(_voc_tree(annotation).iter("object"), start=1):
+        box, label = _voc_object(obj, k, annotation, classes)
+        boxes.append(box)
+        labels.append(label)
     return boxes, labels
+
+
+def _fit_to_image(boxes, labels, width, height):
+    """Clip boxes to the image and drop those left with no area (inverted, or wholly outside):
+    (boxes (n, 4), labels (n,), number clipped, number dropped)."""
+    b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    clipped = torch.stack([b[:, 0].clamp(0, width), b[:, 1].clamp(0, height),
+                           b[:, 2].clamp(0, width), b[:, 3].clamp(0, height)], dim=1)
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    n_clipped = int(((clipped != b).any(1) & keep).sum())
+    return clipped[keep], torch.tensor(labels, dtype=torch.int64)[keep], n_clipped, int((~keep).sum())
+
+
+def _check_voc_image_path(path, image_dir, root, split_file):
+    """An id of ImageSets must name a file in JPEGImages: no '/', no '..', no link outside root."""
+    path = Path(path)
+    image_id = os.path.relpath(path, image_dir)[:-len(".jpg")]
+    if path.parent != image_dir:
+        raise _corrupt(split_file, f"the image id {image_id!r} is not a plain file name in {image_dir}; "
+                                   f"refusing to read {path}")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise _corrupt(split_file, f"the image id {image_id!r} leads to {path.resolve()}, outside {root}; "
+                                   f"refusing to read it")
+
+
+def _read_image(path, mode=None):
+    """A PIL image, converted to mode; a file that is there but unreadable names itself."""
+    from PIL import Image
+    try:
+        image = Image.open(path)
+        return image.convert(mode) if mode else image.copy()
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as err:  # truncated, not an image at all
+        raise data.DatasetCorruptError(f"{path} cannot be read as an image: {err}") from err
+
+
+def _check_limit(limit):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
+        raise ValueError(f"limit must be None or a non-negative integer, got {limit!r}")
+
+
+def _warn_about_boxes(n_clipped, n_dropped, first_dropped):
+    if n_dropped or n_clipped:
+        dropped = (f"{n_dropped} {'box' if n_dropped == 1 else 'boxes'} dropped (inverted, or no area inside "
+                   f"the image; the first in {first_dropped})") if n_dropped else "no box dropped"
+        warnings.warn(f"voc_scenes: {dropped}; {n_clipped} {'box' if n_clipped == 1 else 'boxes'} clipped "
+                      f"to its image", stacklevel=3)
 
 
 def voc_scenes(root=None, year="2012", image_set="train", *, size=224, segmentation=False,
@@ -153,10 +290,16 @@ def voc_scenes(root=None, year="2012", image_set="train", *, size=224, segmentat
     """PASCAL VOC images resized (warped) to size x size, with boxes and labels from the
     annotations and, if segmentation, masks from SegmentationClass (0 background, class + 1,
     IGNORE on object outlines; images without a mask come only from the segmentation list).
-    torchvision's VOCDetection / VOCSegmentation find (or download) the files."""
+    torchvision's VOCDetection / VOCSegmentation find (or download) the files; limit takes the
+    first `limit` images of the image set.
+
+    The files are not trusted: an image id must name a file inside the root; a broken
+    annotation or image raises DatasetCorruptError naming the file (and the line, for XML);
+    boxes are clipped to their image and those left with no area dropped, with one warning."""
     import torchvision
     from PIL import Image
 
+    _check_limit(limit)
     root = Path(root or Path(config.data_root()) / "VOC")
     download = config.download_allowed() if download is None else download
     kind = torchvision.datasets.VOCSegmentation if segmentation else torchvision.datasets.VOCDetection
@@ -166,41 +309,136 @@ def voc_scenes(root=None, year="2012", image_set="train", *, size=224, segmentat
         raise data.DatasetNotFoundError(
             f"PASCAL VOC {year} is not under {root}/VOCdevkit/VOC{year} ({err}); allow downloads "
             f"(CNNLIB_DOWNLOAD=1) or put the VOCtrainval tar's contents there.") from err
-    names = ds.images[:limit] if limit else ds.images
-    annotations = [Path(p).parent.parent / "Annotations" / (Path(p).stem + ".xml") for p in names]
+    voc_root = Path(ds.root) / torchvision.datasets.voc.DATASET_YEAR_DICT[year]["base_dir"]
+    split_file = voc_root / "ImageSets" / ("Segmentation" if segmentation else "Main") / f"{image_set}.txt"
+    names = ds.images if limit is None else ds.images[:limit]
+    for path in names:
+        _check_voc_image_path(path, voc_root / "JPEGImages", root, split_file)
+    annotations = [voc_root / "Annotations" / (Path(p).stem + ".xml") for p in names]
     parsed = [_voc_objects(a, VOC_CLASSES) for a in annotations]
-    k = max([len(b) for b, _ in parsed] + [1])
     n = len(names)
     images = torch.zeros(n, 3, size, size, dtype=torch.uint8)
-    boxes, labels = torch.zeros(n, k, 4), torch.full((n, k), -1, dtype=torch.int64)
     masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    fitted, n_clipped, n_dropped, first_dropped = [], 0, 0, None
     for i, (path, (b, c)) in enumerate(zip(names, parsed)):
-        image = Image.open(path).convert("RGB")
+        image = _read_image(path, "RGB")
+        b, c, clipped, dropped = _fit_to_image(b, c, image.width, image.height)
+        n_clipped, n_dropped = n_clipped + clipped, n_dropped + dropped
+        first_dropped = first_dropped or (annotations[i] if dropped else None)
         sx, sy = size / image.width, size / image.height
+        fitted.append((b * torch.tensor([sx, sy, sx, sy]), c))
         images[i] = torch.from_numpy(np.array(image.resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
-        if b:
-            boxes[i, :len(b)] = torch.tensor(b) * torch.tensor([sx, sy, sx, sy])
-            labels[i, :len(c)] = torch.tensor(c)
         if segmentation:
-            m = torch.from_numpy(np.array(Image.open(ds.masks[i]).resize((size, size), Image.NEAREST)))
+            m = torch.from_numpy(np.array(_read_image(ds.masks[i]).resize((size, size), Image.NEAREST)))
             masks[i] = torch.where(m == IGNORE, m, m.clamp(max=len(VOC_CLASSES)))
+    _warn_about_boxes(n_clipped, n_dropped, first_dropped)
+    k = max([len(c) for _, c in fitted] + [1])
+    boxes, labels = torch.zeros(n, k, 4), torch.full((n, k), -1, dtype=torch.int64)
+    for i, (b, c) in enumerate(fitted):
+        boxes[i, :len(c)], labels[i, :len(c)] = b, c
     return Scenes(images, boxes, labels, masks, VOC_CLASSES)
 
 
 # ---- batches --------------------------------------------------------------------------------
 
-class SceneLoader(data.TensorLoader):
-    """Batches (images, {"boxes", "labels", "masks"}) of Scenes, shuffled like TensorLoader."""
+def pixels_only(augment):
+    """Mark a batch augmentation (x, generator) -> x that changes pixel values only (noise,
+    brightness), never where they are, so that SceneLoader may use it: boxes and masks stay."""
+    def changed(x, generator):
+        return augment(x, generator)
+    changed.pixels_only = True
+    changed.__qualname__ = f"pixels_only({getattr(augment, '__qualname__', augment)})"
+    return changed
 
-    def __init__(self, scenes, batch_size, **kwargs):
-        super().__init__(scenes.images, torch.arange(len(scenes)), batch_size, **kwargs)
+
+def _check_scene_augment(augment):
+    """v2 transforms (they move boxes and masks too) or functions marked pixels_only."""
+    from torchvision.transforms import v2
+    for aug in augment:
+        if not (isinstance(aug, v2.Transform) or getattr(aug, "pixels_only", False)):
+            name = getattr(aug, "__qualname__", repr(aug))
+            raise ValueError(
+                f"SceneLoader's augment= got {name}, a batch function that may move pixels but cannot move "
+                f"boxes or masks with them. Pass torchvision.transforms.v2 transforms, which move all three "
+                f"(v2.RandomHorizontalFlip() for data.random_flip, v2.RandomCrop or v2.RandomAffine for "
+                f"random_crop / random_affine), or wrap a function that changes pixel values only as "
+                f"scenes.pixels_only(fn).")
+    return tuple(augment)
+
+
+def _resize_batch(x, target, size):
+    """Images bilinear (as TensorLoader), masks nearest, boxes scaled: all to `size`."""
+    h, w = x.shape[-2:]
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    new_h, new_w = x.shape[-2:]
+    masks = F.interpolate(target["masks"][:, None].float(), size=size, mode="nearest-exact")[:, 0]
+    scale = torch.tensor([new_w / w, new_h / h, new_w / w, new_h / h], device=x.device)
+    return x, {**target, "boxes": target["boxes"] * scale, "masks": masks.to(target["masks"].dtype)}
+
+
+def _transform_one(transform, image, boxes, labels, mask):
+    """One image, its boxes (padded to K) and mask through a v2 transform; boxes left with no
+    area are dropped, the rest come first again, then padding."""
+    from torchvision import tv_tensors
+    real = labels >= 0
+    b = tv_tensors.BoundingBoxes(boxes[real], format="XYXY", canvas_size=tuple(image.shape[-2:]))
+    image, b, mask = transform(tv_tensors.Image(image), b, tv_tensors.Mask(mask))
+    b = b.as_subclass(torch.Tensor)
+    kept = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    out_boxes, out_labels = torch.zeros_like(boxes), torch.full_like(labels, -1)
+    out_boxes[:int(kept.sum())], out_labels[:int(kept.sum())] = b[kept], labels[real][kept]
+    return image.as_subclass(torch.Tensor), out_boxes, out_labels, mask.as_subclass(torch.Tensor)
+
+
+def _transform_batch(transform, x, target):
+    parts = [_transform_one(transform, *one) for one in zip(x, target["boxes"], target["labels"], target["masks"])]
+    images, boxes, labels, masks = (torch.stack(p) for p in zip(*parts))
+    return images, {**target, "boxes": boxes, "labels": labels, "masks": masks}
+
+
+class SceneLoader(data.TensorLoader):
+    """Batches (images, {"boxes", "labels", "masks"}) of Scenes, shuffled like TensorLoader.
+
+    resize= scales the boxes and resizes the masks (nearest) with the images. augment= takes
+    torchvision.transforms.v2 transforms, applied to each image with its boxes
+    (tv_tensors.BoundingBoxes) and mask (tv_tensors.Mask), so a flip or crop moves all three;
+    boxes left with no area are dropped. Their random draws depend on (seed, epoch) only.
+    A plain batch function (x, generator) cannot move boxes, so it is refused unless marked
+    pixels_only(fn). normalize= comes last. Without these the scenes pass unchanged."""
+
+    def __init__(self, scenes, batch_size, *, augment=(), **kwargs):
+        super().__init__(scenes.images, torch.arange(len(scenes)), batch_size,
+                         augment=_check_scene_augment(augment), **kwargs)
         self.scenes = scenes
         self.targets = {"boxes": scenes.boxes.to(self.device), "labels": scenes.labels.to(self.device),
                         "masks": scenes.masks.to(self.device)}
 
+    def prepare(self, images, generator=None):
+        """Only to float in [0, 1]: resize, augment and normalize need the targets (__iter__)."""
+        return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
     def __iter__(self):
+        seeds = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 1)
+        g = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch + 1)
         for x, index in super().__iter__():
-            yield x, {k: v[index].long() if k == "masks" else v[index] for k, v in self.targets.items()}
+            target = {k: v[index] for k, v in self.targets.items()}
+            if self.resize:
+                x, target = _resize_batch(x, target, self.resize)
+            if self.augment:
+                x, target = self._augment(x, target, int(torch.randint(2**62, (1,), generator=seeds)), g)
+            if self.mean is not None:
+                x = (x - self.mean) / self.std
+            yield x, {**target, "masks": target["masks"].long()}
+
+    def _augment(self, x, target, seed, g):
+        with torch.random.fork_rng(devices=[]):  # v2 transforms draw from the global generator
+            torch.manual_seed(seed)
+            for aug in self.augment:
+                if getattr(aug, "pixels_only", False):
+                    x = aug(x, g)
+                else:
+                    x, target = _transform_batch(aug, x, target)
+        return x, target
 
 
 def to_list(target):

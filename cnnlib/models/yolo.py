@@ -122,7 +122,7 @@ def yolo_loss(model, out, target, image_size, lambda_coord=5.0, lambda_noobj=0.5
     has_object, tbox, tlabel = grid_targets(target["boxes"], target["labels"], s, image_size)
     pboxes = cell_boxes(pred, image_size)                           # (N, S, S, B, 4)
     with torch.no_grad():  # which of the B boxes is responsible, and its overlap
-        iou = _paired_iou(pboxes, tbox[..., None, :].expand_as(pboxes))  # (N, S, S, B)
+        iou = box_ops.box_iou_pairs(pboxes, tbox[..., None, :].expand_as(pboxes))  # (N, S, S, B)
         best = iou.argmax(dim=-1, keepdim=True)
         responsible = torch.zeros_like(iou, dtype=torch.bool).scatter_(-1, best, True) & has_object[..., None]
     # targets in the network's own terms: offsets in the cell and square roots of the sizes
@@ -138,13 +138,6 @@ def yolo_loss(model, out, target, image_size, lambda_coord=5.0, lambda_noobj=0.5
     parts = {"coord": lambda_coord * coord / n, "obj": conf_obj / n,
              "noobj": lambda_noobj * conf_noobj / n, "cls": cls / n}
     return sum(parts.values()), parts
-
-
-def _paired_iou(a, b):
-    """IoU of boxes a[..., :] and b[..., :] pair by pair (same shape)."""
-    wh = (torch.min(a[..., 2:], b[..., 2:]) - torch.max(a[..., :2], b[..., :2])).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (box_ops.box_area(a) + box_ops.box_area(b) - inter).clamp(min=1e-9)
 
 
 def loss_fn(image_size):
