@@ -59,7 +59,7 @@ def _not_found(name, root, why):
 def _download_failed(err):
     """Downloads are on and the files are absent: the network is the problem, not the files."""
     last_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-    return f"downloads are on, but the download failed, which means no network here: {last_line}"
+    return f"downloads are on, but the download failed, which usually means this machine has no network: {last_line}"
 
 
 class DatasetCorruptError(RuntimeError):
