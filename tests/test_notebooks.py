@@ -1,4 +1,5 @@
-"""The notebooks follow the course's conventions (CONTRIBUTING.md)."""
+"""The notebooks follow the course's conventions (CONTRIBUTING.md): the bootstrap cell, one title,
+every notebook listed in _toc.yml, and stored outputs from one clean top-to-bottom run."""
 import json
 import sys
 from pathlib import Path
@@ -39,11 +40,61 @@ def test_first_code_cell_is_the_canonical_bootstrap(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_one_title_and_a_listed_page(path):
+def test_one_title(path):
     titles = [line for c in cells(path) if c["cell_type"] == "markdown"
               for line in "".join(c["source"]).splitlines() if line.startswith("# ")]
     assert len(titles) == 1, f"{path.name} has {len(titles)} '#' titles"
-    assert str(path.relative_to(ROOT).with_suffix("")) in (ROOT / "_toc.yml").read_text()
+
+
+def toc_files():
+    """The `file:` entries of _toc.yml, root included."""
+    toc, files = yaml.safe_load((ROOT / "_toc.yml").read_text()), []
+
+    def walk(entries):
+        for entry in entries or []:
+            files.append(entry.get("file"))
+            walk(entry.get("sections"))
+    for part in toc.get("parts", [toc]):
+        walk(part.get("chapters"))
+    return {toc["root"], *filter(None, files)}
+
+
+def test_every_notebook_is_a_page_of_the_book():
+    listed = toc_files()
+    unlisted = [str(p.relative_to(ROOT)) for p in NOTEBOOKS
+                if str(p.relative_to(ROOT).with_suffix("")) not in listed]
+    assert not unlisted, f"not in _toc.yml: {unlisted}"
+
+
+def clean_run_problems(nb):
+    """Why a notebook's stored outputs are not from one clean run from the top (empty: they are)."""
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    counts = [c.get("execution_count") for c in code]
+    problems = []
+    if counts != list(range(1, len(code) + 1)):
+        problems.append(f"execution counts {counts[:12]}... are not 1..{len(code)}")
+    problems += [f"stored error {o.get('ename')}" for c in code for o in c.get("outputs", [])
+                 if o.get("output_type") == "error"]
+    if not any(c.get("outputs") for c in code):
+        problems.append("no stored outputs")
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_are_from_one_clean_run(path):
+    problems = clean_run_problems(json.loads(path.read_text()))
+    assert not problems, f"re-run it from the top (tools/execute_notebooks.py --store): {problems}"
+
+
+@pytest.mark.parametrize("nb, problem", [
+    ({"cells": [{"cell_type": "code", "execution_count": 1, "outputs": [{"output_type": "stream"}]},
+                {"cell_type": "code", "execution_count": 3, "outputs": []}]}, "not 1..2"),
+    ({"cells": [{"cell_type": "code", "execution_count": 1,
+                 "outputs": [{"output_type": "error", "ename": "ValueError"}]}]}, "stored error ValueError"),
+    ({"cells": [{"cell_type": "code", "execution_count": 1, "outputs": []}]}, "no stored outputs"),
+])
+def test_the_clean_run_check_catches_a_rerun_cell_an_error_and_no_outputs(nb, problem):
+    assert any(problem in p for p in clean_run_problems(nb))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
