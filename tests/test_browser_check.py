@@ -104,3 +104,9 @@ def test_no_chromium_profile_is_left_behind(tiny_book, tmp_path, monkeypatch):
     report = browser_check.check_book(tiny_book / "_build" / "html", tiny_book)
     assert report[PAGE] == []
     assert list(temp.iterdir()) == []
+
+
+def test_a_folded_solution_is_labelled_as_one(tiny_book):
+    page = (tiny_book / "_build" / "html" / f"{PAGE}.html").read_text()
+    assert page.count("Show solution") == 1 and page.count("Hide solution") == 1
+    assert "Show code cell content" not in page
