@@ -110,3 +110,16 @@ def test_a_folded_solution_is_labelled_as_one(tiny_book):
     page = (tiny_book / "_build" / "html" / f"{PAGE}.html").read_text()
     assert page.count("Show solution") == 1 and page.count("Hide solution") == 1
     assert "Show code cell content" not in page
+
+
+def page_title(tiny_book, page):
+    text = (tiny_book / "_build" / "html" / f"{page}.html").read_text()
+    return text[text.index("<title>") + 7:text.index("</title>")]
+
+
+def test_the_home_page_title_does_not_repeat_the_book_title(tiny_book):
+    assert page_title(tiny_book, "index") == "A tiny book"
+    assert page_title(tiny_book, PAGE) == "1. A page &#8212; CNNs from the ground up"
+    for page in ("index", PAGE):          # the sidebar still names the course on every page
+        html = (tiny_book / "_build" / "html" / f"{page}.html").read_text()
+        assert '<p class="title logo__title">CNNs from the ground up</p>' in html
