@@ -1,6 +1,7 @@
 """The notebooks follow the course's conventions (CONTRIBUTING.md): the bootstrap cell, one title,
 every notebook listed in _toc.yml, and stored outputs from one clean top-to-bottom run."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -116,3 +117,34 @@ def test_a_cell_the_student_edits_is_never_folded(path):
     if path.name in ANSWER_CELL_STILL_FOLDED:
         pytest.xfail("answer cell still folded; unfold it with the page's rewrite")
     assert not folded, f"the exercise cell is folded in the book: {folded}"
+
+
+def glossary_entries():
+    """{English term: [the other names of its entry]} from glossary.md's glossary directive."""
+    body = (ROOT / "glossary.md").read_text().split("```{glossary}")[1].split("```")[0]
+    entries = {}
+    for block in body.strip().split("\n\n"):
+        names = [line for line in block.splitlines() if line and not line.startswith(" ")]
+        entries[names[0]] = names[1:]
+    return entries
+
+
+def linked_terms(path):
+    text = "".join("".join(c["source"]) for c in cells(path) if c["cell_type"] == "markdown")
+    return {m.strip() for m in re.findall(r"\{term\}`(?:[^`<]*<)?([^`<>]+)>?`", text)}
+
+
+def test_every_glossary_term_has_its_korean_name():
+    hangul = re.compile(r"[\uac00-\ud7a3]")
+    missing = [term for term, others in glossary_entries().items() if not any(map(hangul.search, others))]
+    assert not missing, f"no Korean name under: {missing}"
+
+
+def test_every_glossary_term_is_linked_from_a_page_and_every_link_is_a_term():
+    entries = glossary_entries()
+    names = set(entries) | {n for others in entries.values() for n in others}
+    links = {path.name: linked_terms(path) for path in NOTEBOOKS}
+    unknown = {page: sorted(terms - names) for page, terms in links.items() if terms - names}
+    assert not unknown, f"{{term}} links to no glossary entry: {unknown}"
+    never = sorted(set(entries) - set().union(*links.values()))
+    assert not never, f"glossary terms no page links: {never}"
