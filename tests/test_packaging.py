@@ -3,9 +3,9 @@ import ast
 import importlib.metadata as md
 import json
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
