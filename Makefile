@@ -6,7 +6,12 @@
 #   make run NB=chapters/01_mlp/03_losses.ipynb run one notebook in the terminal (progress bar);
 #                                               the executed copy goes to _build/executed/
 VENV ?= .venv
-BOOKFLAGS ?= -W --keep-going
+# -q: Sphinx prints warnings and errors only (without it, myst and myst-nb log their whole
+# configuration and every page's progress).
+BOOKFLAGS ?= -W --keep-going -q
+# JupyterLab's own flags, e.g. LABFLAGS="--no-browser --port 8899"; as root (Docker, Colab-like
+# containers) JupyterLab refuses to start without --allow-root.
+LABFLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 TESTFLAGS ?=
 NB ?=
 
@@ -15,6 +20,7 @@ setup:
 	@bash tools/setup_env.sh $(VENV)
 
 book: setup
+	@echo "building the book into _build/html (a few minutes; only warnings are printed)"
 	$(VENV)/bin/jupyter-book build . $(BOOKFLAGS)
 
 test: setup
@@ -24,7 +30,7 @@ bench: setup
 	$(VENV)/bin/python benchmarks/bench.py
 
 lab: setup
-	$(VENV)/bin/jupyter lab chapters/
+	$(VENV)/bin/jupyter lab $(LABFLAGS) chapters/
 
 run: setup
 	@test -n "$(NB)" || { echo "usage: make run NB=chapters/01_mlp/03_losses.ipynb"; exit 2; }

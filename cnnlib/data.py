@@ -57,6 +57,12 @@ def _not_found(name, root, why):
         f"or point $CNNLIB_DATA at the folder that holds {name}/ (now: {root}).")
 
 
+def _download_failed(err):
+    """Downloads are on and the files are absent: the network is the problem, not the files."""
+    last_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return f"downloads are on, but the download failed, which usually means this machine has no network: {last_line}"
+
+
 class DatasetCorruptError(RuntimeError):
     """A data set file is on disk but cannot be read (truncated download, wrong file)."""
 
@@ -97,12 +103,14 @@ def load(name, train=True, root=None):
     try:
         ds = _CLASSES[name](str(root), train=train, download=download)
     except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True"
+        if str(err).startswith("Error downloading"):   # MNIST-style: every mirror failed
+            raise _not_found(name, root, _download_failed(err)) from err
         if "not found" not in str(err).lower():
             raise _corrupt(name, root, train, err) from err
         raise _not_found(name, root, "downloads are off: CNNLIB_DOWNLOAD=0" if not download
                          else f"it could not be read: {err}") from err
     except OSError as err:  # offline: urllib errors, refused connections
-        raise _not_found(name, root, f"the download failed: {err}") from err
+        raise _not_found(name, root, _download_failed(err)) from err
     except (AssertionError, ValueError, KeyError, IndexError, EOFError, pickle.UnpicklingError) as err:
         raise _corrupt(name, root, train, err) from err
     images = torch.as_tensor(ds.data)

@@ -1,8 +1,9 @@
 """The browser check passes on a tiny book built with the course's _config.yml, and fails when
-a figure, an equation or the table of contents is broken on purpose."""
+a figure, an equation, a printed output's width or the table of contents is broken on purpose."""
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,70 @@ def test_a_broken_figure_equation_and_page_fail(tiny_book, tmp_path):
     assert "raw TeX left untypeset" in page
     assert "console error" in page
     assert report["stray"] == ["page not listed in _toc.yml: stray.html"]
+
+
+PAGE = "chapters/00_demo/01_page"
+WIDE_OUTPUT = ('<div class="cell_output docutils container"><div class="output stream highlight-myst-ansi '
+               'notranslate"><div class="highlight"><pre><span></span>' + "epoch 1 | " * 30 + '</pre></div></div></div>')
+
+
+def with_page_edited(tiny_book, tmp_path, *insertions):
+    """A copy of the built book whose demo page has these HTML snippets before its last section end."""
+    html = tmp_path / "html"
+    shutil.copytree(tiny_book / "_build" / "html", html)
+    page = html / f"{PAGE}.html"
+    text = page.read_text()
+    at = text.rindex("</section>")
+    page.write_text(text[:at] + "".join(insertions) + text[at:])
+    return html
+
+
+def test_untypeset_dollar_math_and_an_overwide_output_fail(tiny_book, tmp_path):
+    html = with_page_edited(tiny_book, tmp_path, "<p>converges at $O(1/k^2)$ per step</p>", WIDE_OUTPUT)
+    report = browser_check.check_book(html, tiny_book)
+    assert "raw $...$ left untypeset: '$O(1/k^2)$'" in report[PAGE]
+    wide = [line for line in report[PAGE] if "px wide in a" in line]
+    assert len(wide) == 1 and wide[0].startswith("output "), report[PAGE]
+    width, column = (int(w) for w in wide[0].split()[1:7:5])
+    assert width > column > 0
+    assert browser_check.failures(report[PAGE]) == report[PAGE]
+
+
+def test_an_overwide_output_on_a_known_page_is_a_note(tiny_book, tmp_path, monkeypatch):
+    monkeypatch.setitem(browser_check.KNOWN_OVERWIDE, PAGE, "fixture")
+    html = with_page_edited(tiny_book, tmp_path, WIDE_OUTPUT)
+    lines = browser_check.check_book(html, tiny_book)[PAGE]
+    assert len(lines) == 1 and lines[0].startswith("note: known over-wide: output ")
+    assert browser_check.failures(lines) == []
+
+
+def test_a_dollar_sign_in_prose_is_not_math():
+    assert browser_check.raw_tex("it costs $5 a month, or $50 a year") == []
+    assert browser_check.raw_tex("the rate $O(1/k^2)$") == ["raw $...$ left untypeset: '$O(1/k^2)$'"]
+
+
+def test_no_chromium_profile_is_left_behind(tiny_book, tmp_path, monkeypatch):
+    (temp := tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    report = browser_check.check_book(tiny_book / "_build" / "html", tiny_book)
+    assert report[PAGE] == []
+    assert list(temp.iterdir()) == []
+
+
+def test_a_folded_solution_is_labelled_as_one(tiny_book):
+    page = (tiny_book / "_build" / "html" / f"{PAGE}.html").read_text()
+    assert page.count("Show solution") == 1 and page.count("Hide solution") == 1
+    assert "Show code cell content" not in page
+
+
+def page_title(tiny_book, page):
+    text = (tiny_book / "_build" / "html" / f"{page}.html").read_text()
+    return text[text.index("<title>") + 7:text.index("</title>")]
+
+
+def test_the_home_page_title_does_not_repeat_the_book_title(tiny_book):
+    assert page_title(tiny_book, "index") == "A tiny book"
+    assert page_title(tiny_book, PAGE) == "1. A page &#8212; CNNs from the ground up"
+    for page in ("index", PAGE):          # the sidebar still names the course on every page
+        html = (tiny_book / "_build" / "html" / f"{page}.html").read_text()
+        assert '<p class="title logo__title">CNNs from the ground up</p>' in html

@@ -3,15 +3,25 @@
     python tools/browser_check.py [_build/html]        # `make browser-test`
 
 For every page listed in _toc.yml: no console errors, every image loaded (natural width > 0),
-no raw \\( or \\[ left where MathJax should have typeset, and on a notebook page the launch
+no raw \\( \\[ or $...$ left where MathJax should have typeset, no printed output wider than
+its column (folded cells opened first; the widths are printed), and on a notebook page the launch
 button's Colab URL names this page's .ipynb under _config.yml's repository URL. Also: no page
 was written that _toc.yml does not list. Uses Debian's chromium and chromedriver (.ci/run
-installs them) through Selenium; the book is served over HTTP from a local port.
+installs them) through Selenium, with a throwaway profile that is removed afterwards; the book
+is served over HTTP from a local port.
+
+KNOWN_OVERWIDE lists the pages whose stored outputs are known to be wider than the column: their
+widths are printed as notes, not failures, until the page is re-run and stored with outputs that
+fit (then take it off the list). A wide output on any other page fails.
 """
 import argparse
+import contextlib
 import functools
 import http.server
+import re
+import shutil
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -23,6 +33,50 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1280,900"]
 SPHINX_PAGES = {"genindex.html", "search.html", "py-modindex.html"}   # generated, not sources
+NOTE = "note: "          # a line of a page's report that does not fail it
+
+# Pages whose stored text outputs are wider than the book's column (a horizontal scrollbar hides
+# their right side). They were stored before this check existed and cannot be re-run here; each
+# leaves the list when it is re-stored with outputs that fit (tables as HTML through pandas, or
+# lines within ~80 characters). Measured in a 676 px column, the book built on 2026-12-03.
+KNOWN_OVERWIDE = {
+    "chapters/00_introduction/01_the_course": "2 outputs, widest 782 px",
+    "chapters/00_introduction/02_lenet_end_to_end": "5 outputs, widest 1,271 px",
+    "chapters/01_mlp/02_activations_and_mlps": "2 outputs, widest 1,456 px",
+    "chapters/01_mlp/03_losses": "3 outputs, widest 782 px",
+    "chapters/01_mlp/04_fashion_mnist": "2 outputs, widest 1,288 px",
+    "chapters/02_optimisation/01_generalisation": "4 outputs, widest 833 px",
+    "chapters/02_optimisation/02_bias_variance": "2 outputs, widest 917 px",
+    "chapters/02_optimisation/03_optimisers": "5 outputs, widest 909 px",
+    "chapters/02_optimisation/04_lr_schedules": "3 outputs, widest 925 px",
+    "chapters/03_regularisation/01_early_stopping_and_weight_decay": "4 outputs, widest 833 px",
+    "chapters/03_regularisation/03_mixing_targets": "8 outputs, widest 1,347 px",
+    "chapters/03_regularisation/04_dropout_batchnorm_init": "8 outputs, widest 1,035 px",
+    "chapters/03_regularisation/05_ensembles_and_tta": "2 outputs, widest 799 px",
+    "chapters/03_regularisation/06_controlled_experiment": "5 outputs, widest 1,279 px",
+    "chapters/04_cnn_arithmetic/01_convolution": "1 output, widest 1,220 px",
+    "chapters/04_cnn_arithmetic/02_parameters_and_macs": "5 outputs, widest 799 px",
+    "chapters/04_cnn_arithmetic/03_receptive_field_and_pooling": "6 outputs, widest 1,001 px",
+    "chapters/05_modern_cnns/01_lenet": "3 outputs, widest 1,296 px",
+    "chapters/05_modern_cnns/02_alexnet": "10 outputs, widest 1,246 px",
+    "chapters/05_modern_cnns/03_vgg": "9 outputs, widest 1,246 px",
+    "chapters/05_modern_cnns/04_nin": "5 outputs, widest 1,237 px",
+    "chapters/05_modern_cnns/05_dlfs_deep_cnn": "5 outputs, widest 1,279 px",
+    "chapters/05_modern_cnns/07_googlenet": "3 outputs, widest 942 px",
+    "chapters/05_modern_cnns/08_resnet": "6 outputs, widest 1,018 px",
+    "chapters/05_modern_cnns/09_densenet": "4 outputs, widest 925 px",
+    "chapters/05_modern_cnns/10_comparison": "3 outputs, widest 1,094 px",
+    "chapters/06_detection_segmentation/01_boxes_iou_nms": "5 outputs, widest 917 px",
+    "chapters/06_detection_segmentation/02_anchors_and_rcnn_family": "4 outputs, widest 942 px",
+    "chapters/06_detection_segmentation/03_yolo": "5 outputs, widest 1,524 px",
+    "chapters/06_detection_segmentation/04_faster_rcnn": "2 outputs, widest 1,912 px",
+    "chapters/06_detection_segmentation/05_fcn_segmentation": "5 outputs, widest 1,423 px",
+    "chapters/07_gans/02_toy_gan_and_mode_collapse": "3 outputs, widest 883 px",
+    "chapters/07_gans/03_dcgan": "4 outputs, widest 1,043 px",
+    "chapters/07_gans/04_conditional_gan_and_fid": "4 outputs, widest 1,473 px",
+    "chapters/90_appendix/01_data_parallel": "3 outputs, widest 1,271 px",
+    "chapters/90_appendix/02_runtimes": "3 outputs, widest 1,878 px",
+}
 
 # Text the reader sees outside code: MathJax removes the delimiters of what it typesets.
 VISIBLE_TEXT_JS = """
@@ -30,6 +84,17 @@ const body = document.querySelector('main') || document.body;
 const copy = body.cloneNode(true);
 copy.querySelectorAll('pre, code, script, style, .MathJax, mjx-container').forEach(e => e.remove());
 return copy.textContent;
+"""
+# Inline TeX that MathJax left as typed: $x$, $O(1/k^2)$ (not a lone dollar sign in prose).
+RAW_DOLLAR_MATH = re.compile(r"\$(?:[^\s$]|[^\s$][^$\n]{0,120}?[^\s$])\$")
+# Printed outputs (text, and HTML tables) wider than the box they sit in, with folded cells
+# (solutions, hidden outputs) opened first so that what a reader unfolds is measured too.
+WIDE_OUTPUTS_JS = """
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+const outputs = document.querySelectorAll('.cell_output pre, .cell_output .output.text_html');
+return [...outputs].filter(e => e.scrollWidth > e.clientWidth + 1).map(e => ({
+    width: e.scrollWidth, column: e.clientWidth,
+    start: e.textContent.trim().split('\\n')[0].slice(0, 60)}));
 """
 BROKEN_IMAGES_JS = """
 return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))
@@ -86,20 +151,47 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
 def browser():
+    """Headless Chromium with a throwaway profile, removed when the browser quits."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    profile = tempfile.mkdtemp(prefix="chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    import tempfile
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}")
+    options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_script_timeout(60)
-    driver.set_page_load_timeout(60)
-    return driver
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            driver.set_script_timeout(60)
+            driver.set_page_load_timeout(60)
+            yield driver
+        finally:
+            driver.quit()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def raw_tex(text):
+    """Where the visible text still holds TeX delimiters, as report lines."""
+    found = []
+    for delimiter in ("\\(", "\\["):
+        if delimiter in text:
+            at = text.index(delimiter)
+            found.append(f"raw TeX left untypeset: ...{text[max(0, at - 30):at + 40]!r}...")
+    if match := RAW_DOLLAR_MATH.search(text):
+        found.append(f"raw $...$ left untypeset: {match.group()!r}")
+    return found
+
+
+def wide_outputs(driver, page):
+    """Outputs wider than their column, with their widths: failures, or notes on a known page."""
+    prefix = NOTE + "known over-wide: " if page in KNOWN_OVERWIDE else ""
+    return [f"{prefix}output {o['width']} px wide in a {o['column']} px column: {o['start']!r}"
+            for o in driver.execute_script(WIDE_OUTPUTS_JS)]
 
 
 def check_page(driver, base_url, book, page):
@@ -112,11 +204,8 @@ def check_page(driver, base_url, book, page):
             problems.append(f"console error: {entry['message']}")
     for src in driver.execute_script(BROKEN_IMAGES_JS):
         problems.append(f"image not loaded: {src}")
-    text = driver.execute_script(VISIBLE_TEXT_JS)
-    for delimiter in ("\\(", "\\["):
-        if delimiter in text:
-            at = text.index(delimiter)
-            problems.append(f"raw TeX left untypeset: ...{text[max(0, at - 30):at + 40]!r}...")
+    problems += raw_tex(driver.execute_script(VISIBLE_TEXT_JS))
+    problems += wide_outputs(driver, page)
     if (book / f"{page}.ipynb").exists():
         links = driver.execute_script(
             "return [...document.querySelectorAll('a[href*=\"colab\"]')].map(a => a.href);")
@@ -131,18 +220,21 @@ def check_book(html, book=ROOT):
     listed = toc_pages(book)
     report = {page: [f"page not listed in _toc.yml: {page}.html"] for page in pages_outside_toc(html, listed)}
     server = serve(html)
-    driver = browser()
     try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        for page in listed:
-            if not (html / f"{page}.html").exists():
-                report[page] = [f"listed in _toc.yml but not built: {page}.html"]
-                continue
-            report[page] = check_page(driver, base, book, page)
+        with browser() as driver:
+            base = f"http://127.0.0.1:{server.server_address[1]}"
+            for page in listed:
+                if not (html / f"{page}.html").exists():
+                    report[page] = [f"listed in _toc.yml but not built: {page}.html"]
+                    continue
+                report[page] = check_page(driver, base, book, page)
     finally:
-        driver.quit()
         server.shutdown()
     return report
+
+
+def failures(lines):
+    return [line for line in lines if not line.startswith(NOTE)]
 
 
 def main(argv=None):
@@ -152,11 +244,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     report = check_book(args.html, args.book)
     failed = 0
-    for page, problems in report.items():
-        print(f"{'FAIL' if problems else 'ok  '} {page}")
-        for problem in problems:
-            print(f"       {problem}")
-        failed += bool(problems)
+    for page, lines in report.items():
+        print(f"{'FAIL' if failures(lines) else 'ok  '} {page}")
+        for line in lines:
+            print(f"       {line}")
+        failed += bool(failures(lines))
+    for page in sorted(set(KNOWN_OVERWIDE) - {p for p, lines in report.items() if any(
+            line.startswith(NOTE + "known over-wide") for line in lines)}):
+        print(f"note: {page} is in KNOWN_OVERWIDE but every output fits now: take it off the list")
     print(f"{len(report) - failed} of {len(report)} pages as a reader should see them")
     return 1 if failed else 0
 

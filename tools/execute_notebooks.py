@@ -33,6 +33,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 from tqdm import tqdm
+from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "chapters" / "90_appendix" / "runtimes.csv"
@@ -40,6 +41,9 @@ EXECUTED = Path("_build") / "executed"
 COLUMNS = ["notebook", "budget", "device", "seconds", "torch", "date", "cores", "load"]
 RECORDED_BUDGETS = ("cpu", "full")  # smoke timings say nothing a reader needs
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+# The kernel talks to this process over Unix sockets: over TCP (the default) ipykernel warns on
+# every run that the connection is unencrypted. Windows has no Unix sockets, so it keeps TCP.
+KERNEL_CONFIG = Config({"KernelManager": {"transport": "tcp" if os.name == "nt" else "ipc"}})
 # What cnnlib.setup() prints in every notebook's first cell.
 DESCRIBE = re.compile(r"budget: (?P<budget>\S+) \| device: (?P<device>.+?) \| torch (?P<torch>\S+)")
 
@@ -97,7 +101,7 @@ def tidy(nb):
 
 def run(nb, folder, timeout, name):
     """Execute every code cell of nb in a fresh kernel, with a per-cell progress bar."""
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=KERNEL_CONFIG,
                             resources={"metadata": {"path": str(folder)}})
     code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     with client.setup_kernel():
