@@ -102,3 +102,15 @@ def test_the_stand_in_refuses_a_cpu_model_on_its_data(elsewhere):
 def test_page_runs_with_its_data_on_another_device(elsewhere, page):
     namespace = run_code_cells(ROOT / page)
     assert namespace["device"] == elsewhere
+
+
+def test_runtimes_page_keeps_its_device_once_a_gpu_run_is_recorded(elsewhere, tmp_path):
+    # finding 5: the table's loop once overwrote `device` with the name of the last row's device,
+    # and torch.device("Tesla T4") raised on every machine
+    page = ROOT / "chapters/90_appendix/02_runtimes.ipynb"
+    recorded = (page.parent / "runtimes.csv").read_text().rstrip("\n").splitlines()
+    gpu_row = "chapters/01_mlp/04_fashion_mnist.ipynb,full,Tesla T4,61.0,2.14.1+cu130,2026-12-01,2,0.10"
+    (tmp_path / "runtimes.csv").write_text("\n".join([*recorded, gpu_row]) + "\n")
+    namespace = run_code_cells(page)
+    assert namespace["device"] == elsewhere
+    assert namespace["speeds"] is None   # GPU speeds are not tabulated as a CPU's slowdowns
