@@ -24,8 +24,8 @@ import matplotlib
 
 matplotlib.use("Agg")   # figures are drawn and closed; nothing to show
 
-import cnnlib  # noqa: E402
-import torch  # noqa: E402
+import cnnlib
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,11 +94,15 @@ def append_runtime(table, page, seconds):
     of the same page, budget and device (that tool imports nbclient, which a bare GPU image lacks)."""
     dev = cnnlib.config.device()
     page = Path(page).resolve()
-    row = dict(notebook=page.relative_to(ROOT).as_posix() if page.is_relative_to(ROOT) else page.name, budget=cnnlib.config.budget_name(),
+    name = page.relative_to(ROOT).as_posix() if page.is_relative_to(ROOT) else page.name
+    row = dict(notebook=name, budget=cnnlib.config.budget_name(),
                device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type,
                seconds=f"{seconds:.1f}", torch=torch.__version__, date=time.strftime("%Y-%m-%d"),
                cores=len(os.sched_getaffinity(0)), load=f"{os.getloadavg()[0]:.2f}")
-    key = lambda r: (r["notebook"], r["budget"], r["device"])  # noqa: E731
+
+    def key(r):
+        return r["notebook"], r["budget"], r["device"]
+
     table = Path(table)
     rows = list(csv.DictReader(table.open(newline=""))) if table.exists() else []
     rows = sorted([r for r in rows if key(r) != key(row)] + [row], key=key)
