@@ -10,8 +10,10 @@ from tqdm import tqdm
 
 
 def in_notebook():
+    """True in a Jupyter kernel, Colab's included: its shell, google.colab._shell.Shell, is a subclass
+    of ipykernel's ZMQInteractiveShell, so the whole class hierarchy is asked, not the name alone."""
     shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    return shell is not None and any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
 
 
 class Progress:

@@ -113,3 +113,12 @@ def test_the_page_showing_the_table_runs_last(tmp_path):
     b.write_text("{}")
     c.write_text("{}")
     assert tool.order([a, b, c]) == [b, c, a]
+
+
+def test_a_gpu_name_with_spaces_is_the_rows_device():
+    # the runtimes page groups by this column and must never treat it as a torch device string
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("cnnlib.setup()")]
+    nb.cells[0].outputs = [nbformat.v4.new_output(
+        "stream", text="budget: full | device: Tesla T4 | torch 2.5.1+cu121\n")]
+    assert tool.describe(nb) == {"budget": "full", "device": "Tesla T4", "torch": "2.5.1+cu121"}

@@ -19,7 +19,8 @@
 #                        mkdir -p data && cp -r ../shared/data/MNIST ../shared/data/FashionMNIST data/
 #                    (about 41 MB; `data/` is git-ignored). Nothing is downloaded: CNNLIB_DOWNLOAD=0.
 #   .whl/            wheels installed first, offline, into /tmp/site when present (a bare image
-#                    lacks nbclient, nbformat, ipykernel and torchinfo; tools/gpu_wheels.txt lists them).
+#                    lacks nbclient, nbformat, ipykernel, torchinfo, scikit-learn and pycocotools;
+#                    tools/gpu_wheels.txt lists them, and d2l for benchmarks/bench.py).
 #   OUT              when set (the course's device tool sets it), the stored notebooks, the runtimes
 #                    table and the log are packed into $OUT/gpu_outputs.tar: unpack it at the
 #                    repository's root (tar -xf .../gpu_outputs.tar) and review the diff.
@@ -49,7 +50,8 @@ export CNNLIB_BUDGET=full CNNLIB_DOWNLOAD=0 CNNLIB_DATA=${CNNLIB_DATA:-$PWD/data
 "$PYTHON" - <<'PY' || exit 1
 import importlib.util, sys
 missing = [m for m in ("torch", "torchvision", "torchmetrics", "torchinfo", "matplotlib", "pandas", "tqdm",
-                       "nbformat", "nbclient", "ipykernel") if importlib.util.find_spec(m) is None]
+                       "sklearn", "pycocotools", "nbformat", "nbclient", "ipykernel")
+           if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"missing packages: {', '.join(missing)}; carry them as wheels in .whl/ "
              "(tools/gpu_rerun.sh --fetch-wheels, on a machine with a network)")
