@@ -104,18 +104,12 @@ def test_kernelspec_is_portable(path):
     assert meta["kernelspec"]["name"] == "python3"
 
 
-# Chapter 1's Fashion-MNIST page is being rewritten elsewhere; its answer cell is still folded.
-ANSWER_CELL_STILL_FOLDED = {"04_fashion_mnist.ipynb"}
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_a_cell_the_student_edits_is_never_folded(path):
     """The exercise cell whose answers start as None ("not answered yet") shows in the book."""
     folded = [c["source"][0] if isinstance(c["source"], list) else c["source"].splitlines()[0]
               for c in cells(path) if c["cell_type"] == "code" and "not answered yet" in "".join(c["source"])
               and {"hide-input", "hide-cell", "remove-input", "remove-cell"} & set(c["metadata"].get("tags", []))]
-    if path.name in ANSWER_CELL_STILL_FOLDED:
-        pytest.xfail("answer cell still folded; unfold it with the page's rewrite")
     assert not folded, f"the exercise cell is folded in the book: {folded}"
 
 
