@@ -122,3 +122,12 @@ def test_a_gpu_name_with_spaces_is_the_rows_device():
     nb.cells[0].outputs = [nbformat.v4.new_output(
         "stream", text="budget: full | device: Tesla T4 | torch 2.5.1+cu121\n")]
     assert tool.describe(nb) == {"budget": "full", "device": "Tesla T4", "torch": "2.5.1+cu121"}
+
+
+def test_a_notebook_in_another_folder_runs(here):
+    """The kernel runs in the notebook's folder: its sockets must not be found relative to ours."""
+    (here / "chapters").mkdir()
+    path = notebook(here / "chapters" / "page.ipynb", "print(6 * 7)")
+    assert tool.main([str(path)]) == 0
+    executed = nbformat.read(here / "_build" / "executed" / "chapters" / "page.ipynb", as_version=4)
+    assert executed.cells[1].outputs[0]["text"] == "42\n"

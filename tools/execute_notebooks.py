@@ -21,11 +21,14 @@ stored notebook as it was (the partial copy, error included, goes to ``_build/ex
 with the next notebook, and makes the exit status non-zero.
 """
 import argparse
+import atexit
 import csv
 import datetime
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +46,11 @@ RECORDED_BUDGETS = ("cpu", "full")  # smoke timings say nothing a reader needs
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 # The kernel talks to this process over Unix sockets: over TCP (the default) ipykernel warns on
 # every run that the connection is unencrypted. Windows has no Unix sockets, so it keeps TCP.
-KERNEL_CONFIG = Config({"KernelManager": {"transport": "tcp" if os.name == "nt" else "ipc"}})
+# The sockets' path must be absolute: the kernel runs in the notebook's folder, not ours.
+SOCKETS = tempfile.mkdtemp(prefix="cnnlib-kernel-")
+atexit.register(shutil.rmtree, SOCKETS, ignore_errors=True)
+KERNEL_CONFIG = Config({"KernelManager": {"transport": "tcp"} if os.name == "nt" else
+                        {"transport": "ipc", "ip": os.path.join(SOCKETS, "kernel")}})
 # What cnnlib.setup() prints in every notebook's first cell.
 DESCRIBE = re.compile(r"budget: (?P<budget>\S+) \| device: (?P<device>.+?) \| torch (?P<torch>\S+)")
 
