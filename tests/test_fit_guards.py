@@ -190,3 +190,80 @@ def test_a_fresh_run_overwrites_its_own_checkpoint(tmp_path):
         model = small_net()
         fit(model, loaders()[0], epochs=epochs, optimizer=sgd(model), checkpoint=path, **quiet())
     assert ckpt.read(path)["epoch"] == 1
+
+
+# ---- silently wrong: loss_fn ------------------------------------------------------------------
+
+def test_a_loss_fn_that_ignores_its_model_is_refused_after_the_first_backward():
+    model, earlier = small_net(), small_net()  # the lambda closes over a model of an earlier cell
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"no parameter of the optimizer received a gradient.*model it is given"):
+        fit(model, loaders()[0], epochs=2, optimizer=sgd(model),
+            loss_fn=lambda m, batch: train.classification_loss(earlier, batch), **quiet())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (lambda loss: loss.item(), r"loss_fn must return the loss as a tensor .*not \.item\(\).*got float"),
+    (lambda loss: loss.detach(), r"the loss is detached from the model"),
+    (lambda loss: [loss, {}], r"loss_fn must return loss or \(loss, \{name: metric\}\), got a list"),
+    (lambda loss: {"loss": loss}, r"loss_fn must return loss or \(loss, \{name: metric\}\), got a dict"),
+    (lambda loss: (loss, {"loss": loss * 0}), r"metric named 'loss'.*reserved"),
+])
+def test_a_loss_fn_returning_what_fit_cannot_use_is_named(wrong, message):
+    model = small_net()
+    with pytest.raises((TypeError, ValueError), match=message):
+        fit(model, loaders()[0], epochs=1, optimizer=sgd(model),
+            loss_fn=lambda m, b: wrong(train.classification_loss(m, b)[0]), **quiet())
+
+
+def test_a_per_example_loss_is_refused_before_any_step():
+    model = small_net()
+    before = [p.clone() for p in model.parameters()]
+
+    def per_example(model, batch):
+        x, y = batch
+        return F.cross_entropy(model(x), y, reduction="none")
+
+    with pytest.raises(ValueError, match=r"loss_fn returned a loss of shape \(32,\).*\.mean\(\)"):
+        fit(model, loaders()[0], epochs=1, optimizer=sgd(model), loss_fn=per_example, **quiet())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_googlenet_with_aux_heads_under_the_default_loss_names_googlenet_loss():
+    from cnnlib.models import googlenet_loss, googlenet_small
+    torch.manual_seed(0)
+    model = googlenet_small(aux_logits=True, width=0.125)
+    x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    with pytest.raises(TypeError, match=r"returns \(logits, aux\.\.\.\) in training: use loss_fn=googlenet_loss"):
+        fit(model, [(x, y)], epochs=1, optimizer=sgd(model), **quiet())
+    fit(model, [(x, y)], epochs=1, optimizer=sgd(model), loss_fn=googlenet_loss, **quiet())
+
+
+# ---- silently wrong: train_step ---------------------------------------------------------------
+
+def test_a_train_step_steps_the_schedulers_each_step_when_asked():
+    pair, opts, loader = toy_gan()
+    scheds = [torch.optim.lr_scheduler.StepLR(opt, 1, 0.5) for opt in opts]
+    fit(pair, loader, epochs=1, optimizer=opts, scheduler=scheds, scheduler_interval="step",
+        train_step=gan.GANStep(pair, *opts), **quiet())
+    assert len(loader) == 4
+    assert [opt.param_groups[0]["lr"] for opt in opts] == [1e-3 * 0.5 ** 4] * 2
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(clip_grad_norm=1.0), r"clip_grad_norm.*train_step.*clip inside your train_step"),
+    (dict(val=True), r"train_step and a val_loader need eval_fn"),
+])
+def test_train_step_arguments_that_would_do_nothing_or_the_wrong_thing_are_refused(kwargs, message):
+    pair, opts, loader = toy_gan()
+    val = loader if kwargs.pop("val", False) else None
+    with pytest.raises(ValueError, match=message):
+        fit(pair, loader, val, epochs=1, optimizer=opts, train_step=gan.GANStep(pair, *opts), **quiet(**kwargs))
+
+
+@pytest.mark.parametrize("returned", [None, torch.tensor(1.0)])
+def test_a_train_step_must_return_a_dict_of_metrics(returned):
+    model = small_net()
+    with pytest.raises(TypeError, match=r"train_step must return a dict of metrics.*got (NoneType|Tensor)"):
+        fit(model, loaders()[0], epochs=1, optimizer=sgd(model), train_step=lambda batch: returned, **quiet())
