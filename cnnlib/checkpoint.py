@@ -88,7 +88,14 @@ def describe(model, optimizers):
         "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
         "optimizer_classes": [_class_name(opt) for opt in optimizers],
         "hyperparameters": [[_hyper(g) for g in opt.param_groups] for opt in optimizers],
+        "optimizer_params": [_held_names(model, opt) for opt in optimizers],
     }
+
+
+def _held_names(model, opt):
+    """The names of the model's parameters that `opt` holds, group by group ("?" for a foreign one)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names.get(id(p), "?") for p in g["params"]] for g in opt.param_groups]
 
 
 def _hyper(group):
@@ -100,13 +107,29 @@ def _hyper(group):
 
 def check_compatible(state, model, optimizers=()):
     """Raise if the checkpoint does not fit model and optimisers; else list differing hyperparameters."""
-    saved = state["run"]
-    mine = describe(model, optimizers)
-    def short(name):
-        return name.rsplit(".", 1)[-1]
+    saved, mine = state["run"], describe(model, optimizers)
+    _check_model(saved, mine)
+    _check_optimizer_kinds(saved, mine, optimizers)
+    _check_held(saved.get("optimizer_params"), mine["optimizer_params"])
+    differences = []
+    for opt, groups in zip(optimizers, saved["hyperparameters"]):
+        for group, old in zip(opt.param_groups, groups):
+            new = _hyper(group)
+            for key in sorted(old.keys() | new.keys()):
+                if _differ(old.get(key), new.get(key)):
+                    differences.append(f"{key} {old.get(key)} (checkpoint) vs {new.get(key)} (given)")
+    return differences
+
+
+def _short(name):
+    return name.rsplit(".", 1)[-1]
+
+
+def _check_model(saved, mine):
+    """The same class, layers and shapes, naming the first that differs."""
     if saved["model_class"] != mine["model_class"]:
-        raise CheckpointError(f"the checkpoint holds a {short(saved['model_class'])}, but the model is a "
-                              f"{short(mine['model_class'])}; {FRESH}")
+        raise CheckpointError(f"the checkpoint holds a {_short(saved['model_class'])}, but the model is a "
+                              f"{_short(mine['model_class'])}; {FRESH}")
     theirs, ours = dict(saved["layers"]), dict(mine["layers"])
     for name in _union(theirs, ours):
         if theirs.get(name) != ours.get(name):
@@ -116,23 +139,33 @@ def check_compatible(state, model, optimizers=()):
         a, b = saved["shapes"].get(name), mine["shapes"].get(name)
         if a != b:
             raise CheckpointError(f"{name} has shape {a} in the checkpoint but {b} in the model; {FRESH}")
+
+
+def _check_optimizer_kinds(saved, mine, optimizers):
+    """As many optimisers, of the same classes, with as many parameter groups."""
     if len(saved["optimizer_classes"]) != len(optimizers):
         raise CheckpointError(f"the checkpoint holds {len(saved['optimizer_classes'])} optimiser states, "
                               f"but {len(optimizers)} optimisers were given; {FRESH}")
-    differences = []
     for i, (a, b) in enumerate(zip(saved["optimizer_classes"], mine["optimizer_classes"])):
         if a != b:
-            raise CheckpointError(f"optimiser {i} is {short(a)} in the checkpoint but {short(b)} here; {FRESH}")
+            raise CheckpointError(f"optimiser {i} is {_short(a)} in the checkpoint but {_short(b)} here; {FRESH}")
     for i, (opt, groups) in enumerate(zip(optimizers, saved["hyperparameters"])):
         if len(groups) != len(opt.param_groups):
             raise CheckpointError(f"optimiser {i} has {len(groups)} parameter groups in the checkpoint but "
                                   f"{len(opt.param_groups)} here; {FRESH}")
-        for group, old in zip(opt.param_groups, groups):
-            new = _hyper(group)
-            for key in sorted(old.keys() | new.keys()):
-                if _differ(old.get(key), new.get(key)):
-                    differences.append(f"{key} {old.get(key)} (checkpoint) vs {new.get(key)} (given)")
-    return differences
+
+
+def _check_held(saved, mine):
+    """Each optimiser must hold the parameters it held when saved: torch checks only the group sizes,
+    so optimisers given in another order would load each other's state (or fail deep in their step)."""
+    if saved is None:  # written before cnnlib recorded it
+        return
+    for i, (theirs, ours) in enumerate(zip(saved, mine)):
+        if theirs != ours:
+            a, b = [next(iter(sum(groups, [])), "nothing") for groups in (theirs, ours)]
+            raise CheckpointError(f"optimiser {i} holds {a}, ... in the checkpoint but {b}, ... here (were the "
+                                  f"optimisers given in another order, or built over other parameters?); give "
+                                  f"them in the order of the saved run, or {FRESH}")
 
 
 def _union(a, b):
@@ -174,8 +207,15 @@ def hold_interrupts():
 
 
 def check_writable(path):
-    """Fail now, not after the first epoch, if the checkpoint's folder cannot be written."""
+    """Fail now, not after the first epoch, if the checkpoint cannot be written or would replace a
+    file that is not a checkpoint (a student's saved state_dict, notes): that file is never overwritten."""
     path = _path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint={str(path)!r} is a directory; name a file, e.g. {str(path / 'run.pt')!r}")
+    if path.is_file() and path.stat().st_size > 0 and not _is_checkpoint(path):
+        raise CheckpointError(f"{path} exists and is not a cnnlib checkpoint (a saved state_dict or another "
+                              "file?): fit will not overwrite it. Name another file (checkpoint=...) or move "
+                              "that one away.")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
@@ -184,6 +224,30 @@ def check_writable(path):
     except OSError as err:
         raise CheckpointError(f"cannot write the checkpoint {path}: {err.strerror or err}. "
                               "Choose a folder you can write to (checkpoint=...) or checkpoint=None.") from err
+
+
+def _is_checkpoint(path):
+    """Whether the file is a checkpoint cnnlib wrote (any version); read without loading its tensors."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - whatever torch cannot read safely is not ours
+        return False
+    return isinstance(state, dict) and state.get("format") == FORMAT
+
+
+def first_non_finite(model, optimizers=()):
+    """The first model or optimiser state tensor holding NaN or inf, in words, or None (one host sync)."""
+    named = [(f"model's {k}", v) for k, v in model.state_dict().items()]
+    names = {id(p): n for n, p in model.named_parameters()}
+    for i, opt in enumerate(optimizers):
+        for p, state in opt.state.items():
+            named += [(f"optimiser {i}'s {k} of {names.get(id(p), '?')}", v) for k, v in state.items()]
+    named = [(n, v) for n, v in named if torch.is_tensor(v) and (v.is_floating_point() or v.is_complex())]
+    if not named:
+        return None
+    device = named[0][1].device  # Adam keeps its step count on the CPU: gather the flags on one device
+    finite = torch.stack([torch.isfinite(v).all().to(device) for _, v in named]).tolist()
+    return next((n for (n, _), ok in zip(named, finite) if not ok), None)
 
 
 def save(path, *, epoch, model, optimizers, schedulers=(), scaler=None, history=None, extra=None):

@@ -100,7 +100,8 @@ class Stepper:
         twin_step, out = self.make_step(twin, twin_optimizers), {}
         copy_into(static, batch)
         problem = disagrees(lambda: out.setdefault("graph", replay()),
-                            lambda: out.setdefault("eager", twin_step(batch)), self.model, twin)
+                            lambda: out.setdefault("eager", twin_step(batch)), self.model, twin,
+                            optimizers=self.optimizers, twin_optimizers=twin_optimizers)
         if problem is None:
             self.replay, self.static = replay, static
             return out["graph"]
@@ -221,27 +222,69 @@ def restore_flags(optimizers, flags):
                 g["capturable"] = flag
 
 
-def disagrees(replay, eager, model, twin, rtol=0.05):
+def disagrees(replay, eager, model, twin, rtol=0.05, optimizers=(), twin_optimizers=()):
     """Why one replayed step (on `model`) differs from one eager step (on `twin`, a copy), or None.
 
-    Both start from the same weights, optimiser state, batch and random numbers (dropout). What
-    is compared is each parameter's change, not the parameter (a step that does nothing leaves the
-    weights close to right): the changes must agree to rtol of their size, loose enough for bf16
-    and for kernels that sum in another order, tight enough to catch a missing or doubled step.
+    Both start from the same weights, buffers, optimiser state, batch and random numbers (dropout).
+    What is compared is each parameter's and buffer's change, not its value (a step that does
+    nothing leaves the weights close to right), and the optimiser state tensors after the step:
+    they must agree to rtol of their size, loose enough for bf16 and for kernels that sum in
+    another order, tight enough to catch a missing or doubled step, BatchNorm statistics left out,
+    or a momentum not updated.
     """
-    before = [p.detach().clone() for p in model.parameters()]
+    before = {("parameter", n): p.detach().clone() for n, p in model.named_parameters()}
+    before.update({("buffer", n): b.detach().clone() for n, b in model.named_buffers()})
     with rng_preserved():  # the eager step sees the same dropout masks
         graph_metrics = replay()
     eager_metrics = eager()
-    for (name, p), p0, q in zip(model.named_parameters(), before, twin.parameters()):
-        graphed, eager_change = (p.detach() - p0).float(), (q.detach() - p0).float()
-        error, size = (graphed - eager_change).norm().item(), eager_change.norm().item()
-        if not error <= rtol * size + 1e-12:  # also catches NaN
-            return f"parameter {name}: change {graphed.norm().item():.3g} vs {size:.3g} eager"
+    return (_changes_differ(model, twin, before, rtol)
+            or _optimiser_states_differ(model, optimizers, twin_optimizers, rtol)
+            or _losses_differ(graph_metrics, eager_metrics, rtol))
+
+
+def _changes_differ(model, twin, before, rtol):
+    """The first parameter or buffer whose change differs from the twin's, in words."""
+    for kind, mine, theirs in (("parameter", model.named_parameters(), twin.parameters()),
+                               ("buffer", model.named_buffers(), twin.buffers())):
+        for (name, a), b in zip(mine, theirs):
+            a0 = before[(kind, name)].float()
+            graphed, eager_change = a.detach().float() - a0, b.detach().float() - a0
+            if not _close(graphed, eager_change, rtol):
+                return f"{kind} {name}: change {graphed.norm().item():.3g} vs {eager_change.norm().item():.3g} eager"
+    return None
+
+
+def _optimiser_states_differ(model, optimizers, twin_optimizers, rtol):
+    """The first optimiser state tensor (momentum, Adam's moments) that differs from the twin's, in words."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    for i, (opt, twin_opt) in enumerate(zip(optimizers, twin_optimizers)):
+        params = [p for g in opt.param_groups for p in g["params"]]
+        twin_params = [p for g in twin_opt.param_groups for p in g["params"]]
+        for p, q in zip(params, twin_params):
+            mine = opt.state.get(p, {})
+            for key, b in twin_opt.state.get(q, {}).items():
+                if not torch.is_tensor(b):
+                    continue
+                a = mine.get(key)
+                what = f"optimiser {i}'s {key} of {names.get(id(p), '?')}"
+                if not torch.is_tensor(a):
+                    return f"{what}: missing after the replay"
+                a, b = a.detach().float().to(b.device), b.detach().float()
+                if not _close(a, b, rtol):
+                    return f"{what}: {a.norm().item():.3g} vs {b.norm().item():.3g} eager"
+    return None
+
+
+def _losses_differ(graph_metrics, eager_metrics, rtol):
     a, b = graph_metrics.get("loss"), eager_metrics.get("loss")
     if a is not None and b is not None and not abs(a.item() - b.item()) <= rtol * abs(b.item()) + 1e-6:
         return f"loss {a.item():.4g} vs {b.item():.4g} eager"
     return None
+
+
+def _close(a, b, rtol):
+    """a within rtol of b's size (also False for NaN)."""
+    return (a - b).norm().item() <= rtol * b.norm().item() + 1e-12
 
 
 # Batches as trees of tensors (a tuple, a list, a dict of them, nested).

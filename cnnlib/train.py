@@ -22,6 +22,7 @@ import numbers
 import random
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def classification_loss(model, batch):
     """Cross-entropy and accuracy of a batch (x, y): the default for fit and evaluate."""
     x, y = batch
     logits = model(x)
+    if isinstance(logits, tuple):  # GoogLeNet with aux_logits=True, in training
+        raise TypeError(f"this model returns (logits, aux...) in training: use loss_fn=googlenet_loss (from "
+                        f"cnnlib.models), which adds the auxiliary classifiers' losses; classification_loss "
+                        f"takes the logits alone, and got a tuple of {len(logits)}")
     loss = F.cross_entropy(logits, y)
     return loss, {"acc": (logits.argmax(dim=1) == y).float().mean()}
 
@@ -76,7 +81,11 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     optimizer / scheduler: one object or a list (a GAN has two optimisers).
     loss_fn(model, batch): the loss of a batch, optionally with metrics; see the module doc.
         Metrics are numbers or 1-element tensors, one per batch.
-    train_step(batch): replaces the whole step (then `optimizer` is only checkpointed).
+    train_step(batch): replaces the whole step (then `optimizer` is only checkpointed). Its
+        optimisers are taken from `train_step.optimizers` where it has one (GANStep does);
+        otherwise a checkpoint needs them as optimizer=[...]. fit steps the schedulers after each
+        call when scheduler_interval="step"; clip_grad_norm is refused (clip inside the step), and
+        a val_loader needs eval_fn.
     eval_fn(model, batch): validation metrics of a batch (default: loss_fn's loss and metrics).
     amp: mixed precision on CUDA: bf16 on GPUs that run it natively (compute capability 8.0 on:
         A100, L4, H100), else fp16 with a GradScaler (a T4).
@@ -104,9 +113,11 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     epoch (give the loaders the per-rank batch size, global batch / world size), metrics are
     reduced over ranks, and only rank 0 writes checkpoints and shows progress.
     """
-    optimizers, schedulers = _as_list(optimizer), _as_list(scheduler)
+    optimizers, schedulers = _optimizers_of(optimizer, train_step, checkpoint), _as_list(scheduler)
     _check_arguments(model, optimizers, epochs=epochs, check_every=check_every, max_steps=max_steps,
-                     scheduler_interval=scheduler_interval, train_step=train_step, cuda_graph=cuda_graph)
+                     scheduler_interval=scheduler_interval, train_step=train_step, cuda_graph=cuda_graph,
+                     checkpoint=checkpoint, clip_grad_norm=clip_grad_norm, validates=val_loader is not None,
+                     eval_fn=eval_fn)
     stopper = EarlyStopping.watching(monitor, early_stopping, mode, restore_best)
     device, dist = distributed.setup(torch.device(device or config.device()), train_step)
     lead = dist is None or dist[0] == 0  # the process that writes and speaks
@@ -255,8 +266,21 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _optimizers_of(optimizer, train_step, checkpoint):
+    """The given optimisers, then those a train_step lists as `.optimizers` (a GANStep's [opt_g, opt_d])
+    that were not given: a checkpoint holds them all, so a resumed run continues whole."""
+    given = _as_list(optimizer)
+    listed = _as_list(getattr(train_step, "optimizers", None)) if train_step is not None else []
+    optimizers = given + [opt for opt in listed if not any(opt is g for g in given)]
+    if train_step is not None and checkpoint is not None and not optimizers:
+        raise ValueError("fit(train_step=..., checkpoint=...) needs optimizer=[...], every optimiser your "
+                         "train_step steps, so that the checkpoint holds their state (a resumed run would "
+                         "otherwise restart them from zero)")
+    return optimizers
+
+
 def _check_arguments(model, optimizers, *, epochs, check_every, max_steps, scheduler_interval, train_step,
-                     cuda_graph):
+                     cuda_graph, checkpoint, clip_grad_norm, validates, eval_fn):
     """Refuse, before anything changes, the arguments that would fail later or silently do nothing."""
     positive_int("epochs", epochs)
     positive_int("check_every", check_every)
@@ -268,10 +292,25 @@ def _check_arguments(model, optimizers, *, epochs, check_every, max_steps, sched
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
     if cuda_graph not in (True, False, "auto"):
         raise ValueError(f"cuda_graph must be 'auto', True or False, got {cuda_graph!r}")
-    _check_optimizers(model, optimizers, warn=train_step is None)
+    if train_step is not None:
+        _check_train_step_arguments(clip_grad_norm, validates, eval_fn)
+    _check_optimizers(model, optimizers, warn=train_step is None or checkpoint is not None,
+                      stepped_by_fit=train_step is None)
 
 
-def _check_optimizers(model, optimizers, warn):
+def _check_train_step_arguments(clip_grad_norm, validates, eval_fn):
+    """What fit does inside its own step cannot reach into a train_step."""
+    if clip_grad_norm is not None:
+        raise ValueError(f"clip_grad_norm={clip_grad_norm!r} does nothing with a train_step (fit does not run "
+                         "its backward): clip inside your train_step, e.g. torch.nn.utils.clip_grad_norm_ "
+                         "between backward() and step()")
+    if validates and eval_fn is None:
+        raise ValueError("a train_step and a val_loader need eval_fn(model, batch) -> loss or (loss, metrics) "
+                         "to say what to measure (e.g. eval_fn=classification_loss for a classifier): the "
+                         "default would call the model as a classifier")
+
+
+def _check_optimizers(model, optimizers, warn, stepped_by_fit=True):
     """An optimiser must hold the model's parameters: one built on another model trains nothing."""
     if not optimizers:
         return
@@ -283,10 +322,13 @@ def _check_optimizers(model, optimizers, warn):
                          "would change nothing (was it built for another model, e.g. in an earlier "
                          "cell?): build it from this model's parameters(), after the model")
     if missing and warn:
+        consequence, remedy = (("and will not train", "freeze them with requires_grad_(False) if that is meant")
+                               if stepped_by_fit else
+                               ("given to fit, so the checkpoint will not hold their optimiser state",
+                                "pass every optimiser your train_step steps: optimizer=[...]"))
         warnings.warn(f"{len(missing)} of the model's {len(trainable)} trainable parameter tensors are in "
-                      f"no optimizer and will not train: {', '.join(missing[:5])}"
-                      f"{', ...' if len(missing) > 5 else ''} (freeze them with requires_grad_(False) "
-                      "if that is meant)", stacklevel=4)
+                      f"no optimizer {consequence}: {', '.join(missing[:5])}"
+                      f"{', ...' if len(missing) > 5 else ''} ({remedy})", stacklevel=4)
 
 
 def _display(quiet, progress, live_plot, verbose):
@@ -357,6 +399,12 @@ class _Checkpoints:
     def save(self, epoch):
         if not self.writes:
             return
+        bad = ckpt.first_non_finite(self.objects["model"], self.objects["optimizers"])  # one sync an epoch
+        if bad is not None:
+            raise NonFiniteLossError(f"after epoch {epoch} the {bad} holds NaN or infinite values (a NaN or "
+                                     "infinite gradient: a learning rate that is too high, or the log, square "
+                                     "root or division of zero in a hand-written loss); the checkpoint was not "
+                                     "overwritten.")
         with ckpt.hold_interrupts():  # the file and what we report about it change together
             ckpt.save(self.path, epoch=epoch, **self.objects, extra={"early_stopping": self.stopper.state_dict()})
             self.saved_epoch = epoch
@@ -414,15 +462,21 @@ def _make_stepper(net, model, optimizers, *, device, cuda_graph, compile, dist, 
 def _eager_step(net, optimizers, *, loss_fn, train_step, device, amp_dtype, scaler, clip_grad_norm,
                 schedulers, autocast_cache):
     """The eager training step of `net` with `optimizers` (the CUDA graph's self-check makes a second)."""
+    if train_step is not None:
+        return _custom_step(train_step, schedulers, device)
+    first = [True]
+
     def step(batch, zero_grad=True):
-        if train_step is not None:
-            return _as_metrics(train_step(batch), device)
         with _amp_context(device, amp_dtype, cache=autocast_cache):
             loss, metrics = _split(loss_fn(net, batch))
+        _check_trainable(loss)  # before backward: a refused loss changes nothing
         if zero_grad:
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
         scaler.scale(loss).sum().backward()  # sum(): a 1-element loss too
+        if first:  # once: a Python check, no host sync
+            first.clear()
+            _check_some_gradient(optimizers)
         if clip_grad_norm is not None:
             for opt in optimizers:
                 scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
@@ -435,14 +489,56 @@ def _eager_step(net, optimizers, *, loss_fn, train_step, device, amp_dtype, scal
     return step
 
 
+def _custom_step(train_step, schedulers, device):
+    """A train_step does the whole step; fit steps the schedulers per step (scheduler_interval="step")."""
+    def step(batch, zero_grad=True):
+        metrics = train_step(batch)
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"train_step must return a dict of metrics ({{name: value}}, e.g. {{'loss': "
+                            f"loss.detach()}}), got {type(metrics).__name__}")
+        _step_schedulers(schedulers)
+        return _as_metrics(metrics, device)
+    return step
+
+
+def _check_trainable(loss):
+    """The loss must be one number that backward can run through to the model."""
+    if not torch.is_tensor(loss):
+        raise TypeError("loss_fn must return the loss as a tensor computed from the model (not .item() or a "
+                        f"Python number), got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"loss_fn returned a loss of shape {tuple(loss.shape)}: reduce it to one number "
+                         "(e.g. .mean() over the batch) before returning it")
+    if not loss.requires_grad:
+        raise ValueError("the loss is detached from the model (it has no grad_fn): compute it from the "
+                         "model's output without .detach(), .item() or torch.no_grad()")
+
+
+def _check_some_gradient(optimizers):
+    """After the first backward: a loss_fn that never calls its model gives no parameter a gradient."""
+    if not any(p.grad is not None for opt in optimizers for g in opt.param_groups for p in g["params"]):
+        raise ValueError("no parameter of the optimizer received a gradient from the loss, so training would "
+                         "change nothing: loss_fn must compute the loss with the model it is given (its first "
+                         "argument), not with a model from an earlier cell")
+
+
 def _amp_context(device, dtype, cache=True):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
 
 
-def _split(out):
-    return out if isinstance(out, tuple) else (out, {})
+def _split(out, what="loss_fn"):
+    """(loss, metrics) from what a loss_fn returned: loss, or (loss, {name: metric})."""
+    pair = isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping)
+    if isinstance(out, (tuple, list, Mapping)) and not pair:
+        raise TypeError(f"{what} must return loss or (loss, {{name: metric}}), got a {type(out).__name__}"
+                        f"{f' of {len(out)}' if isinstance(out, (tuple, list)) else ''}")
+    loss, metrics = out if pair else (out, {})
+    if "loss" in metrics:
+        raise ValueError(f"{what} returned a metric named 'loss', which is reserved for the loss itself (it "
+                         "would replace it in the history): give the metric another name")
+    return loss, metrics
 
 
 class _StepCount:
@@ -508,14 +604,13 @@ def _train_epoch(loader, step, steps, *, device, channels_last, check_every, epo
                 sums[k].add_(v.float(), alpha=n)
             else:
                 sums[k] = v.float() * n
-        if "loss" in metrics:  # a copy: a CUDA graph's replay overwrites its output tensors
-            pending.append(metrics["loss"].clone())
+        _watch_losses(pending, metrics, first_step + i)
         if (i + 1) % check_every == 0:
-            _check_finite(pending, first_step + i + 1 - len(pending), epoch)
+            _check_finite(pending, epoch)
             pending = []
             if bar.enabled:
                 bar.step(i + 1, sums["loss"].item() / seen if "loss" in sums else None)
-    _check_finite(pending, first_step + i + 1 - len(pending), epoch)
+    _check_finite(pending, epoch)
     if i == -1:
         raise ValueError(f"the training loader gave no batches in epoch {epoch + 1}: nothing was trained")
     steps.done += i + 1
@@ -539,15 +634,22 @@ def _batch_size(batch):
     return len(first) if torch.is_tensor(first) else len(next(iter(first.values())))
 
 
-def _check_finite(losses, first_step, epoch):
-    """Raise at the first non-finite loss among these steps (one host sync)."""
-    if not losses:
+def _watch_losses(pending, metrics, step):
+    """Keep this step's loss metrics to check: `loss`, and a train_step's `loss_d`, `loss_g`, ..."""
+    names = [k for k in metrics if "loss" in k]
+    if names:  # stack copies: a CUDA graph's replay overwrites its output tensors
+        pending.append((step, names, torch.stack([metrics[k].float() for k in names])))
+
+
+def _check_finite(pending, epoch):
+    """Raise at the first non-finite loss metric among these steps (one host sync)."""
+    if not pending:
         return
-    bad = (~torch.isfinite(torch.stack(losses))).nonzero()
+    bad = (~torch.isfinite(torch.cat([values for _, _, values in pending]))).nonzero()
     if len(bad):
-        step = first_step + int(bad[0])
+        step, name = [(step, name) for step, names, _ in pending for name in names][int(bad[0])]
         raise NonFiniteLossError(
-            f"the loss became NaN or infinite at step {step} (epoch {epoch + 1}); training stopped. "
+            f"the {name} became NaN or infinite at step {step} (epoch {epoch + 1}); training stopped. "
             "Usual causes: a learning rate that is too high (try 10x smaller), exploding gradients "
             "(try clip_grad_norm=1.0), log or division of zero in a hand-written loss, or "
             "inputs that are not normalised.")

@@ -315,3 +315,28 @@ def test_a_gpu_adam_checkpoint_resumes_on_a_cpu(tmp_path):
     fresh(torch.randn(5, 4)).sum().backward()
     laptop.step()  # raised "If capturable=True, params and state_steps must be on supported devices"
     assert laptop.state[next(iter(fresh.parameters()))]["step"] == 2
+
+
+def test_optimisers_swapped_on_load_are_refused_before_anything_changes(tmp_path):
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)  # equal shapes: torch would load the swapped states silently
+    model = nn.ModuleDict({"a": a, "b": b})
+    opts = [torch.optim.Adam(a.parameters()), torch.optim.Adam(b.parameters())]
+    ckpt.save(tmp_path / "two.pt", epoch=1, model=model, optimizers=opts)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ckpt.CheckpointError, match=r"optimiser 0 holds a\.weight, \.\.\. in the checkpoint but "
+                                                   r"b\.weight, \.\.\. here.*another order"):
+        ckpt.load(tmp_path / "two.pt", model=model, optimizers=opts[::-1])
+    assert all(torch.equal(x, y) for x, y in zip(before, model.parameters()))
+    ckpt.load(tmp_path / "two.pt", model=model, optimizers=opts)  # the saved order loads
+
+
+def test_check_writable_refuses_a_directory_and_a_foreign_file_but_not_a_checkpoint(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="is a directory; name a file"):
+        ckpt.check_writable(tmp_path)
+    torch.save(net().state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(ckpt.CheckpointError, match=r"weights\.pt exists and is not a cnnlib checkpoint"):
+        ckpt.check_writable(tmp_path / "weights.pt")
+    ckpt.save(tmp_path / "run.pt", epoch=1, model=net(), optimizers=[])
+    ckpt.check_writable(tmp_path / "run.pt")
+    (tmp_path / "empty.pt").touch()  # nothing in it to lose
+    ckpt.check_writable(tmp_path / "empty.pt")
