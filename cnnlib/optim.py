@@ -25,6 +25,7 @@ Chapter 2 (chapters/02_optimisation) teaches these rules and the range test.
 """
 import math
 import numbers
+import warnings
 from functools import partial
 
 import torch
@@ -296,10 +297,12 @@ def lr_range_test(model, loader, make_optimizer, *, start=1e-6, end=10.0, steps=
     ``cnnlib.fit`` (``max_steps=steps``), whose remaining steps do nothing once the loss diverged.
     """
     from .train import classification_loss, fit  # train imports nothing from here
+    batches = _check_range_test(loader, start, end, steps)
     loss_fn = loss_fn or classification_loss
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
     optimizer = make_optimizer(model.parameters(), start)
-    growth = (end / start) ** (1 / max(steps - 1, 1))
+    growth = (end / start) ** (1 / (steps - 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: growth ** i)
     lrs, losses = [], []
 
@@ -308,8 +311,7 @@ def lr_range_test(model, loader, make_optimizer, *, start=1e-6, end=10.0, steps=
     def probe(batch):  # one step at the next rate, its loss recorded (one sync a step: fine for a probe)
         if over:
             return {}
-        out = loss_fn(model, batch)
-        loss = out[0] if isinstance(out, tuple) else out
+        loss = _probe_loss(loss_fn(model, batch))
         lrs.append(optimizer.param_groups[0]["lr"])
         losses.append(loss.item())
         smoothed = smooth(losses, beta)
@@ -317,17 +319,52 @@ def lr_range_test(model, loader, make_optimizer, *, start=1e-6, end=10.0, steps=
             over.append(True)  # the step at the rate that diverged is not taken
             return {}
         optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
+        loss.backward()
         optimizer.step()
         scheduler.step()
         return {}
 
     try:
-        fit(model, loader, epochs=math.ceil(steps / len(loader)), max_steps=steps, optimizer=optimizer,
+        fit(model, loader, epochs=math.ceil(steps / batches), max_steps=steps, optimizer=optimizer,
             train_step=probe, device=device, amp=False, cuda_graph=False, quiet=True)
-    finally:
+    finally:  # no trace: weights, buffers, mode and gradients as they were
         model.load_state_dict(saved)
+        model.train(was_training)
+        optimizer.zero_grad(set_to_none=True)
+    if len(losses) == 1 and not math.isfinite(losses[0]):
+        warnings.warn(f"lr_range_test: the loss was {losses[0]} at the first rate already (start={start:g}): "
+                      "the curve says nothing; start lower, or check the model and the loss", stacklevel=2)
     return lrs, losses
+
+
+def _check_range_test(loader, start, end, steps):
+    """The range test's arguments, refused with a reason; returns the loader's batches per epoch."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an integer of at least 2 (one rate a step), got {steps!r}")
+    if not (isinstance(start, (int, float)) and isinstance(end, (int, float))
+            and math.isfinite(start) and math.isfinite(end) and 0 < start < end):
+        raise ValueError(f"the rates grow geometrically from start to end: they need 0 < start < end, "
+                         f"got start={start!r}, end={end!r}")
+    try:
+        batches = len(loader)
+    except TypeError:
+        raise TypeError(f"lr_range_test needs a loader with a length (a cnnlib loader, a DataLoader or a "
+                        f"list of batches), got a {type(loader).__name__}") from None
+    if batches == 0:
+        raise ValueError("the loader gives 0 batches: nothing to probe (use a smaller batch_size or "
+                         "more examples)")
+    return batches
+
+
+def _probe_loss(out):
+    """The loss a loss_fn returned (alone, or first of a (loss, metrics) pair), as one number."""
+    loss = out[0] if isinstance(out, tuple) else out
+    if not torch.is_tensor(loss) or not loss.requires_grad:
+        raise TypeError("loss_fn must return the loss as a tensor that depends on the model (not a number "
+                        f"or a detached tensor: no .item()), got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"loss_fn must return one loss (e.g. the batch's .mean()), got shape {tuple(loss.shape)}")
+    return loss.reshape(())
 
 
 def smooth(losses, beta=0.9):
@@ -345,5 +382,12 @@ def suggest_lr(lrs, losses, beta=0.9):
     At the minimum the loss is about to blow up; a tenth of it is still on the steep, stable
     part of the curve (the rule of thumb of Smith's range test and of fastai's finder).
     """
+    if len(lrs) != len(losses) or len(losses) < 3:
+        raise ValueError(f"a range test curve needs at least 3 points (rates and losses of equal length), "
+                         f"got {len(lrs)} rates and {len(losses)} losses")
     smoothed = smooth(losses, beta)
-    return lrs[min(range(len(smoothed)), key=smoothed.__getitem__)] / 10
+    lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
+    if lowest == 0:
+        raise ValueError("the loss never fell below its first value: the test started too high to "
+                         "show a rate that trains (run it again with a smaller start)")
+    return lrs[lowest] / 10

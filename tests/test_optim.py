@@ -151,6 +151,75 @@ def test_lr_range_test_on_a_classifier_runs_all_steps_when_nothing_diverges():
     assert all(math.isfinite(v) for v in losses)
 
 
+def tiny_classifier():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    images = torch.randint(0, 255, (64, 1, 4, 4), dtype=torch.uint8)
+    return model, data.TensorLoader(images, torch.randint(0, 2, (64,)), 16, device="cpu")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(steps=0), "steps must be an integer of at least 2"),
+    (dict(steps=1), "steps must be an integer of at least 2"),
+    (dict(start=0), "0 < start < end"),
+    (dict(start=1.0, end=0.1), "0 < start < end"),
+    (dict(end=float("nan")), "0 < start < end"),
+])
+def test_lr_range_test_refuses_a_range_it_cannot_walk(kwargs, words):
+    model, loader = tiny_classifier()
+    with pytest.raises(ValueError, match=words):
+        optim.lr_range_test(model, loader, optim.SGD, device="cpu", **kwargs)
+
+
+def test_lr_range_test_names_a_loader_without_a_length_or_batches():
+    model, loader = tiny_classifier()
+    with pytest.raises(TypeError, match="needs a loader with a length.*generator"):
+        optim.lr_range_test(model, (b for b in loader), optim.SGD, steps=5, device="cpu")
+    with pytest.raises(ValueError, match="0 batches"):
+        optim.lr_range_test(model, [], optim.SGD, steps=5, device="cpu")
+
+
+@pytest.mark.parametrize("loss_fn, error, words", [
+    (lambda m, b: nn.functional.cross_entropy(m(b[0].float()), b[1]).item(), TypeError, "not a number"),
+    (lambda m, b: nn.functional.cross_entropy(m(b[0].float()), b[1]).detach(), TypeError, "detached"),
+    (lambda m, b: nn.functional.cross_entropy(m(b[0].float()), b[1], reduction="none"), ValueError,
+     r"one loss.*shape \(16,\)"),
+])
+def test_lr_range_test_names_a_loss_it_cannot_use(loss_fn, error, words):
+    model, loader = tiny_classifier()
+    with pytest.raises(error, match=words):
+        optim.lr_range_test(model, loader, optim.SGD, steps=5, loss_fn=loss_fn, device="cpu")
+
+
+def test_lr_range_test_leaves_mode_and_gradients_as_they_were():
+    model, loader = tiny_classifier()
+    model.eval()
+    before = [p.detach().clone() for p in model.parameters()]
+    optim.lr_range_test(model, loader, optim.SGD, start=1e-3, end=1.0, steps=8, device="cpu")
+    assert not model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_a_loss_that_is_not_finite_at_the_first_rate_is_said():
+    model, loader = tiny_classifier()
+
+    def infinite(m, b):
+        return nn.functional.cross_entropy(m(b[0].float()), b[1]) * float("inf")
+    with pytest.warns(UserWarning, match="first rate already"):
+        lrs, losses = optim.lr_range_test(model, loader, optim.SGD, steps=5, loss_fn=infinite, device="cpu")
+    assert len(losses) == 1
+    with pytest.raises(ValueError, match="at least 3 points"):
+        optim.suggest_lr(lrs, losses)
+
+
+def test_suggest_lr_refuses_a_curve_that_only_rises():
+    with pytest.raises(ValueError, match="never fell"):
+        optim.suggest_lr([1e-3, 1e-2, 1e-1, 1.0], [1.0, 2.0, 4.0, 8.0])
+    # smoothed (beta 0.9): 2.0, 1.47, 1.11, 3.41: lowest at the third rate, a tenth of it
+    assert optim.suggest_lr([1e-3, 1e-2, 1e-1, 1.0], [2.0, 1.0, 0.5, 9.0]) == pytest.approx(1e-2)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("name", list(optim.OPTIMIZERS))
 def test_rules_can_be_captured_in_fits_cuda_graph(name):
