@@ -171,8 +171,8 @@ class TensorLoader:
     def set_epoch(self, epoch):
         self.epoch = epoch
 
-    def _rank_size(self):
-        return len(range(self.rank, len(self.labels), self.world_size))
+    def _rank_size(self):  # every rank the same share, so every rank takes the same number of steps
+        return -(-len(self.labels) // self.world_size)
 
     @property
     def num_examples(self):
@@ -185,6 +185,12 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _indices_of_rank(self, order):
+        """This rank's share. Ranks must take equal numbers of steps (an extra step on one rank
+        waits forever for the others' gradients), so an epoch that does not split evenly is padded
+        with its first examples, as torch's DistributedSampler does."""
+        padding = self._rank_size() * self.world_size - len(order)
+        if padding:
+            order = torch.cat([order, order[:padding]])
         return order[self.rank::self.world_size]
 
     def _order(self):

@@ -82,6 +82,17 @@ def test_shards_together_cover_the_global_batches():
         assert sorted(y.tolist()) == sorted(y0.tolist() + y1.tolist())
 
 
+@pytest.mark.parametrize("n, batch", [(9, 4), (10, 5), (7, 2), (3, 4)])
+def test_uneven_shards_take_the_same_number_of_steps(n, batch):
+    """One extra step on one rank would wait forever for the others under DDP (gpu_review 4.2)."""
+    images, labels = torch.zeros(n, 1, 1, 1, dtype=torch.uint8), torch.arange(n)
+    shards = [data.TensorLoader(images, labels, batch, shuffle=True, device="cpu").shard(r, 2) for r in range(2)]
+    steps = [len(list(s)) for s in shards]
+    assert steps[0] == steps[1] == len(shards[0]) == len(shards[1])
+    seen = torch.cat([y for s in shards for _, y in s])
+    assert set(seen.tolist()) == set(range(n)) and len(seen) == 2 * -(-n // 2)   # padded as DistributedSampler
+
+
 def test_batched_augmentation_keeps_shape_and_content():
     x = torch.rand(8, 3, 6, 6)
     g = torch.Generator().manual_seed(0)
