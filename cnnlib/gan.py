@@ -82,7 +82,8 @@ class GANStep:
     in [-1, 1] (the generator's tanh range): pass `scale_images=True` to map [0, 1] to it
     (a warning says so once when a tanh generator meets real images that are all >= 0).
     `optimizers` is [opt_g, opt_d], the order the chapter passes them to fit, so fit can
-    checkpoint both.
+    checkpoint both. The step runs in float32 on every device: fit's mixed precision (autocast)
+    wraps only its own loss_fn steps, never a train_step.
     """
 
     def __init__(self, gan, opt_g, opt_d, *, generator_loss="non_saturating", d_steps=1,
