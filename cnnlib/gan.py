@@ -240,9 +240,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 
     tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, which are real
     and non-negative for covariance matrices (S1 S2 is similar to S1^(1/2) S2 S1^(1/2)).
-    Eigenvalues below 0 (rounding) are clamped to 0; whether S1 and S2 are positive
-    semi-definite is not checked, so matrices that are not covariances give a meaningless number.
-    Non-finite inputs are refused (a covariance of fewer than 2 samples is NaN).
+    Eigenvalues below 0 (rounding) are clamped to 0. Matrices that are not covariances (not
+    symmetric, or with a clearly negative eigenvalue) are refused, and so are non-finite inputs
+    (a covariance of fewer than 2 samples is NaN).
     """
     _check_statistics(mu1=mu1, sigma1=sigma1, mu2=mu2, sigma2=sigma2)
     mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
@@ -260,6 +260,19 @@ def _check_statistics(**stats):
         if not torch.isfinite(t).all():
             raise ValueError(f"frechet_distance: {name} holds NaN or infinite values (non-finite features, "
                              "or a covariance of fewer than 2 samples)")
+        if name.startswith("sigma"):
+            _check_covariance(name, t.double())
+
+
+def _check_covariance(name, sigma, rtol=1e-6):
+    """A covariance is symmetric with no negative eigenvalue (beyond rounding)."""
+    scale = sigma.abs().max().clamp(min=1e-300)
+    if not torch.allclose(sigma, sigma.T, rtol=0, atol=rtol * scale.item()):
+        raise ValueError(f"frechet_distance: {name} is not symmetric, so it is not a covariance matrix")
+    lowest = torch.linalg.eigvalsh(sigma).min()
+    if lowest < -rtol * scale:
+        raise ValueError(f"frechet_distance: {name} has a negative eigenvalue ({lowest.item():.3g}), so it is "
+                         "not a covariance matrix")
 
 
 def fit_with_snapshots(gan, loader, *, epochs, optimizers, train_step, snapshot, **fit_kwargs):

@@ -223,6 +223,20 @@ def test_frechet_distance_refuses_non_finite_statistics_and_single_samples():
         gan.frechet_distance(mu, cov, mu, cov[:3, :3])
 
 
+def test_frechet_distance_refuses_matrices_that_are_not_covariances():
+    torch.manual_seed(0)
+    f = torch.randn(50, 4, dtype=torch.float64)
+    mu, cov = f.mean(0), f.T.cov()
+    with pytest.raises(ValueError, match=r"sigma2 has a negative eigenvalue \(-1\)"):
+        gan.frechet_distance(mu, cov, mu, -torch.eye(4, dtype=torch.float64))
+    skew = cov.clone()
+    skew[0, 1] += 1.0
+    with pytest.raises(ValueError, match="sigma1 is not symmetric"):
+        gan.frechet_distance(mu, skew, mu, cov)
+    rank_deficient = f[:3].T.cov()   # 3 samples in 4 dimensions: a zero eigenvalue, rounded either way
+    assert math.isfinite(gan.frechet_distance(mu, rank_deficient, mu, cov))
+
+
 def test_frechet_score_refuses_images_outside_0_1():
     body = nn.Sequential(nn.Conv2d(1, 4, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     features = gan.Features(body, num_features=4)
