@@ -15,7 +15,7 @@ LABFLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 TESTFLAGS ?=
 NB ?=
 
-.PHONY: setup book test bench lab run bootstrap browser-test
+.PHONY: setup book test bench lab run bootstrap browser-test full-dry-run
 setup:
 	@bash tools/setup_env.sh $(VENV)
 
@@ -43,3 +43,18 @@ bootstrap: setup
 # Every page of the built book (make book first) in headless Chromium.
 browser-test: setup
 	$(VENV)/bin/python tools/browser_check.py _build/html
+
+# Every page's `full` schedule on the CPU, capped (issue 28): CNNLIB_MAX_STEPS=2 caps every fit at 2
+# steps an epoch and 2 epochs, and each evaluation at 2 batches; the models, input sizes, data-set
+# sizes and batch sizes are full's. Nothing is stored: the executed copies go to _build/executed/.
+# Each notebook runs in its own process under GNU time, whose peak resident memory (%M, KiB) is
+# that of the largest process it waited for: the notebook's kernel. The table: _build/full-dry-run.tsv.
+DRY_RUN_NOTEBOOKS ?= $(sort $(wildcard chapters/*/*.ipynb))
+full-dry-run: setup
+	@mkdir -p _build; printf 'notebook\tpeak_rss_mib\tseconds\tresult\n' > _build/full-dry-run.tsv; failed=0; \
+	for nb in $(DRY_RUN_NOTEBOOKS); do \
+	  CNNLIB_BUDGET=full CNNLIB_MAX_STEPS=2 CNNLIB_DEVICE=cpu /usr/bin/time -f '%M %e' -o _build/full-dry-run.time \
+	    $(VENV)/bin/python tools/execute_notebooks.py "$$nb"; rc=$$?; [ $$rc = 0 ] || failed=1; \
+	  tail -n 1 _build/full-dry-run.time | { read kib s; printf '%s\t%d\t%s\t%s\n' "$$nb" $$((kib / 1024)) "$$s" \
+	    "$$([ $$rc = 0 ] && echo ok || echo FAILED)"; } >> _build/full-dry-run.tsv; \
+	done; cat _build/full-dry-run.tsv; exit $$failed

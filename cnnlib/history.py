@@ -56,7 +56,7 @@ class History:
         """Metric names grouped by what they measure: {'loss': [train_loss, val_loss], ...}."""
         groups = {}
         for key in self.keys():
-            if key in ("epoch", "seconds", "eval_seconds", "examples_per_s", "lr"):
+            if key in ("epoch", "seconds", "eval_seconds", "examples_per_s", "lr", "skipped_steps"):
                 continue
             base = key.split("_", 1)[1] if key.startswith(("train_", "val_")) else key
             groups.setdefault(base, []).append(key)

@@ -88,7 +88,8 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
         a val_loader needs eval_fn.
     eval_fn(model, batch): validation metrics of a batch (default: loss_fn's loss and metrics).
     amp: mixed precision on CUDA: bf16 on GPUs that run it natively (compute capability 8.0 on:
-        A100, L4, H100), else fp16 with a GradScaler (a T4).
+        A100, L4, H100), else fp16 with a GradScaler (a T4); then each History row also says how
+        many steps the scaler skipped because their gradients overflowed (skipped_steps).
     channels_last: NHWC memory layout (default: on for CUDA and CPU, off for MPS).
     compile: train a torch.compile'd model (the weights stay the given model's).
     cuda_graph: "auto" replays the step as a CUDA graph where that is safe: on CUDA, for
@@ -154,7 +155,7 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
                                       check_every=check_every, epoch=epoch, bar=bar)
             _step_schedulers(schedulers, scheduler_interval == "epoch")
             row = _epoch_row(epoch, sums, seen, dist, device, lr, t0, evaluate_net if val_loader is not None else None)
-            history.append(**row)
+            history.append(**row, **_skipped_steps(scaler))
             stop = stopper.update(row, model)
             saves.save(epoch + 1)
             bar.end_epoch(history)
@@ -353,9 +354,38 @@ def _channels_last(device, channels_last):
 
 
 def _precision(device, amp):
-    """The autocast dtype (None: float32) and a GradScaler, enabled for fp16 only (else a no-op)."""
+    """The autocast dtype (None: float32) and a GradScaler for the device, enabled for fp16 only (else a no-op)."""
     dtype = _autocast(device, amp)
-    return dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    return dtype, _CountingScaler(device.type, enabled=dtype == torch.float16)
+
+
+class _CountingScaler(torch.amp.GradScaler):
+    """A GradScaler that counts the steps it skips: in fp16 a step whose gradients overflowed is
+    skipped and the scale lowered. update() adds "this step overflowed" to a count on the device
+    (no host sync a step); fit reads it once an epoch into the history's skipped_steps."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._skipped = None  # a 0-dim count on the scale's device, created by the first update()
+
+    def update(self, new_scale=None):
+        if self.is_enabled() and new_scale is None:
+            found = [inf.to(self._scale.device) for state in self._per_optimizer_states.values()
+                     for inf in state["found_inf_per_device"].values()]  # what GradScaler.update backs off on
+            if found:  # (none: super().update() says what is wrong)
+                overflowed = (torch.stack(found).sum() > 0).long()
+                self._skipped = overflowed if self._skipped is None else self._skipped + overflowed
+        super().update(new_scale)
+
+    def take_skipped(self):
+        """Steps skipped since the last call (one host sync)."""
+        skipped, self._skipped = 0 if self._skipped is None else int(self._skipped), None
+        return skipped
+
+
+def _skipped_steps(scaler):
+    """The history's column for fp16: {'skipped_steps': steps the GradScaler skipped this epoch}; else {}."""
+    return {"skipped_steps": scaler.take_skipped()} if scaler.is_enabled() else {}
 
 
 def _autocast(device, amp):
