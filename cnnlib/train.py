@@ -370,12 +370,20 @@ class _CountingScaler(torch.amp.GradScaler):
 
     def update(self, new_scale=None):
         if self.is_enabled() and new_scale is None:
-            found = [inf.to(self._scale.device) for state in self._per_optimizer_states.values()
-                     for inf in state["found_inf_per_device"].values()]  # what GradScaler.update backs off on
+            found = self._found_inf()
             if found:  # (none: super().update() says what is wrong)
                 overflowed = (torch.stack(found).sum() > 0).long()
                 self._skipped = overflowed if self._skipped is None else self._skipped + overflowed
         super().update(new_scale)
+
+    def _found_inf(self):
+        """The overflow flags GradScaler.update backs off on: torch's private state, so a torch
+        that keeps them elsewhere gives [] (nothing counted) rather than breaking training."""
+        try:
+            return [inf.to(self._scale.device) for state in self._per_optimizer_states.values()
+                    for inf in state["found_inf_per_device"].values()]
+        except (AttributeError, KeyError, TypeError):
+            return []
 
     def take_skipped(self):
         """Steps skipped since the last call (one host sync)."""
