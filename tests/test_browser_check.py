@@ -1,5 +1,8 @@
 """The browser check passes on a tiny book built with the course's _config.yml, and fails when
-a figure, an equation, a printed output's width or the table of contents is broken on purpose."""
+a figure, its description, an equation, a printed output's width or the table of contents is
+broken on purpose."""
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import browser_check  # noqa: E402
+import set_alt_text  # noqa: E402
+
+FIGURE_ALT = "A straight line rising from (0, 0) to (1, 1)."
 
 pytestmark = pytest.mark.skipif(
     not (Path(browser_check.CHROMIUM).exists() and Path(browser_check.CHROMEDRIVER).exists()),
@@ -21,6 +27,10 @@ pytestmark = pytest.mark.skipif(
 def tiny_book(tmp_path_factory):
     book = tmp_path_factory.mktemp("book")
     shutil.copytree(ROOT / "tests" / "fixtures" / "tinybook", book, dirs_exist_ok=True)
+    # The figure's description, written by the course's own tool, as for the book's notebooks.
+    (book / "tools").mkdir()
+    (book / "tools" / "alt_text.json").write_text(json.dumps({f"{PAGE}.ipynb": {"cell1": FIGURE_ALT}}))
+    assert set_alt_text.main(["--root", str(book)]) == 0
     for name in ("_config.yml", "references.bib", "_static", "_ext"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, book / name)
     # A virtual environment inside the tree, as `make book` makes one: its files are no pages.
@@ -83,6 +93,33 @@ def test_untypeset_dollar_math_and_an_overwide_output_fail(tiny_book, tmp_path):
     width, column = (int(w) for w in wide[0].split()[1:7:5])
     assert width > column > 0
     assert browser_check.failures(report[PAGE]) == report[PAGE]
+
+
+def test_the_figure_s_alt_text_is_its_description(tiny_book):
+    page = (tiny_book / "_build" / "html" / f"{PAGE}.html").read_text()
+    assert f'alt="{FIGURE_ALT}"' in page
+
+
+def test_a_figure_named_by_its_file_fails(tiny_book, tmp_path):
+    html = tmp_path / "html"
+    shutil.copytree(tiny_book / "_build" / "html", html)
+    page = html / f"{PAGE}.html"
+    # What Sphinx writes when the cell gives no alt text: the image's path, a hash.
+    hashed, found = re.subn(r'<img alt="[^"]*" src="([^"]*_images/[^"]*)"', r'<img alt="\1" src="\1"',
+                            page.read_text())
+    assert found == 1
+    page.write_text(hashed)
+    src = re.search(r'<img alt="([^"]*_images/[^"]*)"', hashed)[1]
+    report = browser_check.check_book(html, tiny_book)
+    assert report[PAGE] == [f"figure without a description (alt {src!r}): {src}"]
+    assert browser_check.failures(report[PAGE]) == report[PAGE]
+
+
+@pytest.mark.parametrize("alt, described", [
+    ("", False), ("   ", False), ("../../_images/" + "3f" * 32 + ".png", False), ("e3b0c442" * 8, False),
+    ("plot.PNG", False), (FIGURE_ALT, True), ("Loss of each batch against the learning rate, 1e-4 to 10.", True)])
+def test_an_alt_text_that_only_names_a_file_is_no_description(alt, described):
+    assert browser_check.undescribed(alt) is not described
 
 
 def test_an_overwide_output_on_a_known_page_is_a_note(tiny_book, tmp_path, monkeypatch):

@@ -4,11 +4,12 @@
 
 For every page listed in _toc.yml: no console errors, every image loaded (natural width > 0),
 no raw \\( \\[ or $...$ left where MathJax should have typeset, no printed output wider than
-its column (folded cells opened first; the widths are printed), and on a notebook page the launch
-button's Colab URL names this page's .ipynb under _config.yml's repository URL. Also: no page
-was written that _toc.yml does not list. Uses Debian's chromium and chromedriver (.ci/run
-installs them) through Selenium, with a throwaway profile that is removed afterwards; the book
-is served over HTTP from a local port.
+its column (folded cells opened first; the widths are printed), every figure in a cell's output
+described by its alt text (tools/set_alt_text.py writes it; without it Sphinx puts the image's
+hashed file name there), and on a notebook page the launch button's Colab URL names this page's
+.ipynb under _config.yml's repository URL. Also: no page was written that _toc.yml does not
+list. Uses Debian's chromium and chromedriver (.ci/run installs them) through Selenium, with a
+throwaway profile that is removed afterwards; the book is served over HTTP from a local port.
 
 KNOWN_OVERWIDE lists the pages whose stored outputs are known to be wider than the column: their
 widths are printed as notes, not failures, until the page is re-run and stored with outputs that
@@ -100,6 +101,14 @@ BROKEN_IMAGES_JS = """
 return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))
                             .map(i => i.getAttribute('src'));
 """
+# The figures that cells output, with their alt text as the page has it.
+OUTPUT_IMAGES_JS = """
+return [...document.querySelectorAll('.cell_output img')].map(i => ({
+    src: i.getAttribute('src'), alt: i.getAttribute('alt') || ''}));
+"""
+# An alt text that names a file (`_images/<sha256>.png`, what Sphinx writes when a cell gives
+# none) or a bare hash describes nothing.
+FILE_NAME_ALT = re.compile(r"\.(png|jpe?g|gif|svg|pdf)$|^\S*[0-9a-f]{32,}\S*$", re.IGNORECASE)
 WAIT_FOR_MATHJAX_JS = """
 const done = arguments[arguments.length - 1];
 const images = [...document.images].map(i => i.complete ? null :
@@ -187,6 +196,16 @@ def raw_tex(text):
     return found
 
 
+def undescribed(alt):
+    """True if an image's alt text is empty or only a file name or hash."""
+    return not alt.strip() or bool(FILE_NAME_ALT.search(alt.strip()))
+
+
+def undescribed_figures(driver):
+    return [f"figure without a description (alt {image['alt']!r}): {image['src']}"
+            for image in driver.execute_script(OUTPUT_IMAGES_JS) if undescribed(image["alt"])]
+
+
 def wide_outputs(driver, page):
     """Outputs wider than their column, with their widths: failures, or notes on a known page."""
     prefix = NOTE + "known over-wide: " if page in KNOWN_OVERWIDE else ""
@@ -206,6 +225,7 @@ def check_page(driver, base_url, book, page):
         problems.append(f"image not loaded: {src}")
     problems += raw_tex(driver.execute_script(VISIBLE_TEXT_JS))
     problems += wide_outputs(driver, page)
+    problems += undescribed_figures(driver)
     if (book / f"{page}.ipynb").exists():
         links = driver.execute_script(
             "return [...document.querySelectorAll('a[href*=\"colab\"]')].map(a => a.href);")
