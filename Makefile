@@ -54,7 +54,7 @@ full-dry-run: setup
 	@mkdir -p _build; printf 'notebook\tpeak_rss_mib\tseconds\tresult\n' > _build/full-dry-run.tsv; failed=0; \
 	for nb in $(DRY_RUN_NOTEBOOKS); do \
 	  CNNLIB_BUDGET=full CNNLIB_MAX_STEPS=2 CNNLIB_DEVICE=cpu /usr/bin/time -f '%M %e' -o _build/full-dry-run.time \
-	    $(VENV)/bin/python tools/execute_notebooks.py "$$nb"; rc=$$?; [ $$rc = 0 ] || failed=1; \
+	    $(VENV)/bin/python tools/execute_notebooks.py --dry-run "$$nb"; rc=$$?; [ $$rc = 0 ] || failed=1; \
 	  tail -n 1 _build/full-dry-run.time | { read kib s; printf '%s\t%d\t%s\t%s\n' "$$nb" $$((kib / 1024)) "$$s" \
 	    "$$([ $$rc = 0 ] && echo ok || echo FAILED)"; } >> _build/full-dry-run.tsv; \
 	done; cat _build/full-dry-run.tsv; exit $$failed

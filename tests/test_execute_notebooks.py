@@ -131,3 +131,18 @@ def test_a_notebook_in_another_folder_runs(here):
     assert tool.main([str(path)]) == 0
     executed = nbformat.read(here / "_build" / "executed" / "chapters" / "page.ipynb", as_version=4)
     assert executed.cells[1].outputs[0]["text"] == "42\n"
+
+
+def test_a_dry_run_reports_unmet_claims_and_goes_on(here, capsys):
+    path = notebook(here / "page.ipynb", "assert 0.1 > 0.75, 'a claim a few steps cannot meet'", "print(42)")
+    assert tool.main(["--dry-run", str(path)]) == 0
+    executed = nbformat.read(here / "_build" / "executed" / "page.ipynb", as_version=4)
+    assert executed.cells[2].outputs[0]["text"] == "42\n"          # the cell after the claim ran
+    assert "1 claims not met at this size: code cells [1]" in capsys.readouterr().out
+
+
+def test_a_dry_run_still_fails_on_any_other_error(here):
+    path = notebook(here / "page.ipynb", "raise ValueError('a shape only full gives')", "print(42)")
+    assert tool.main(["--dry-run", str(path)]) == 1
+    with pytest.raises(SystemExit):
+        tool.main(["--dry-run", "--store", str(path)])
