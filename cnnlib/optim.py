@@ -76,7 +76,6 @@ class _RuleOptimizer(torch.optim.Optimizer):
     """Loops over parameters and applies weight decay; subclasses write ``update``."""
 
     sparse_gradients = False  # whether ``update`` works on a sparse g (rules linear in g)
-    eps_divides = False  # whether eps keeps a division finite: then it must be > 0
 
     def __init__(self, params, **defaults):
         super().__init__(params, defaults)
@@ -91,9 +90,6 @@ class _RuleOptimizer(torch.optim.Optimizer):
         for name, check in _CHECKS.items():
             if name in group:
                 check(group[name])
-        if self.eps_divides and group.get("eps") == 0:  # torch allows it; a zero gradient then gives 0/0
-            raise ValueError(f"eps must be > 0 for {type(self).__name__}: it keeps the step finite where "
-                             "a parameter's gradients are all zero (0 / 0), got 0")
 
     def load_state_dict(self, state_dict):
         """torch's load_state_dict, refusing the state of another optimiser (other keys)."""
@@ -212,8 +208,6 @@ class Nesterov(Momentum):
 class Adagrad(_RuleOptimizer):
     """Adagrad: G <- G + g^2; w <- w - lr g / (sqrt(G) + eps), eps outside the root as in torch."""
 
-    eps_divides = True
-
     def __init__(self, params, lr=0.01, eps=1e-10, weight_decay=0.0):
         super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay)
 
@@ -230,8 +224,6 @@ class Adadelta(_RuleOptimizer):
 
     The rule has no learning rate; torch's ``lr`` (default 1.0) only scales the finished step.
     """
-
-    eps_divides = True
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0):
         super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
@@ -250,8 +242,6 @@ class Adadelta(_RuleOptimizer):
 class RMSprop(_RuleOptimizer):
     """RMSprop: G <- alpha G + (1-alpha) g^2; w <- w - lr g / (sqrt(G) + eps), eps outside the root."""
 
-    eps_divides = True
-
     def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
 
@@ -266,8 +256,6 @@ class RMSprop(_RuleOptimizer):
 
 class Adam(_RuleOptimizer):
     """Adam: moving averages of g and g^2, each divided by its bias (1 - beta^t) before use."""
-
-    eps_divides = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
