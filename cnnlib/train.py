@@ -122,7 +122,7 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     stopper = EarlyStopping.watching(monitor, early_stopping, mode, restore_best)
     device, dist = distributed.setup(torch.device(device or config.device()), train_step)
     lead = dist is None or dist[0] == 0  # the process that writes and speaks
-    epochs, dry_run = _dry_run(epochs, lead)  # CNNLIB_MAX_STEPS: every page's schedule, a few steps each
+    epochs, dry_run = _dry_run(epochs, lead, bounded=max_steps is not None)  # CNNLIB_MAX_STEPS: every page's schedule, a few steps each
     progress, live_plot, verbose = _display(quiet or not lead, progress, live_plot, verbose)
     channels_last, (amp_dtype, scaler) = _channels_last(device, channels_last), _precision(device, amp)
     history = History()
@@ -337,8 +337,11 @@ def _display(quiet, progress, live_plot, verbose):
     return (False, False, False) if quiet else (progress, live_plot, verbose)
 
 
-def _dry_run(epochs, lead):
-    """(epochs, steps per epoch or None) under $CNNLIB_MAX_STEPS / $CNNLIB_MAX_EPOCHS, said in one line."""
+def _dry_run(epochs, lead, bounded):
+    """(epochs, steps per epoch or None) under $CNNLIB_MAX_STEPS / $CNNLIB_MAX_EPOCHS, said in one line.
+    A fit given max_steps (a probe such as lr_range_test) is bounded already: the cap leaves it alone."""
+    if bounded:
+        return epochs, None
     steps, most_epochs = config.max_steps(), config.max_epochs()
     if most_epochs is not None:
         epochs = min(epochs, most_epochs)

@@ -151,6 +151,19 @@ def test_lr_range_test_on_a_classifier_runs_all_steps_when_nothing_diverges():
     assert all(math.isfinite(v) for v in losses)
 
 
+@pytest.mark.parametrize("name", ["Adagrad", "Adadelta", "RMSprop", "Adam"])
+def test_eps_zero_is_accepted_as_torch_accepts_it(name):
+    """Left as torch has it on purpose: eps = 0 shows Adam's first step is lr * sign(g) (the
+    optimisers page's exercise); a parameter whose gradients are all zero then steps to NaN in
+    both, as 0 / 0."""
+    ours, theirs = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(3))
+    for w, opt in ((ours, getattr(optim, name)([ours], eps=0.0)),
+                   (theirs, getattr(torch.optim, name)([theirs], eps=0.0))):
+        w.grad = torch.zeros(3)
+        opt.step()
+    assert ours.isnan().all() and theirs.isnan().all()
+
+
 def tiny_classifier():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))

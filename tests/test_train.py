@@ -710,6 +710,17 @@ def test_a_dry_run_caps_steps_epochs_and_evaluation(monkeypatch, capsys):
     assert len(evaluated) == 3
     monkeypatch.setenv("CNNLIB_MAX_EPOCHS", "4")
     assert len(fit(model, tr, epochs=20, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), quiet=True)) == 4
+
+
+def test_a_dry_run_leaves_a_fit_given_max_steps_alone(monkeypatch):
+    """A probe (lr_range_test) bounds its own steps: the dry run's cap must not cut its curve short."""
+    monkeypatch.setenv("CNNLIB_MAX_STEPS", "2")
+    model = small_net()
+    tr, _ = loaders()  # 8 steps an epoch
+    calls = []
+    fit(model, tr, epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=counting_loss(calls), max_steps=12, quiet=True)
+    assert len(calls) == 12
     monkeypatch.setenv("CNNLIB_MAX_STEPS", "two")
     with pytest.raises(ValueError, match=r"CNNLIB_MAX_STEPS='two' must be a positive whole number"):
         fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), quiet=True)
