@@ -11,13 +11,15 @@ linear layer in_features * out_features per output vector. Biases add no multipl
 they are left out (torchinfo's "mult-adds" count them as one more each). Bad settings raise a
 ValueError that says what is wrong, before torch would fail with a shape error.
 """
-import operator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
+
+from ._validate import _is_int
+from ._validate import positive_int as _check  # the value as a Python int, if an integer >= minimum
 
 
 class Params(NamedTuple):
@@ -41,25 +43,6 @@ def _pair(v, name="kernel"):
     if isinstance(v, (tuple, list, torch.Size)) and len(v) == 2:
         return tuple(v)
     raise ValueError(f"{name} must be an int or a pair (height, width), got {v!r}")
-
-
-def _is_int(value):
-    """Integer-like (int, NumPy or torch integers), but not bool."""
-    if isinstance(value, bool):
-        return False
-    try:
-        operator.index(value)
-    except TypeError:
-        return False
-    return True
-
-
-def _check(name, value, minimum=1):
-    """The value as a Python int, if it is an integer >= minimum."""
-    if not _is_int(value) or operator.index(value) < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return operator.index(value)
 
 
 def _check_window(n, kernel, stride, padding, dilation, overhang=False):

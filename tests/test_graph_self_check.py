@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from cnnlib import train
 
-from test_train import loaders
+from test_train import loaders, sgd_step
 
 
 def bn_net():
@@ -20,14 +20,6 @@ def bn_pair():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     twin, twin_opt = copy.deepcopy((model, opt))
     return model, opt, twin, twin_opt
-
-
-def sgd_step(model, opt, batch):
-    opt.zero_grad()
-    loss = train.classification_loss(model, batch)[0]
-    loss.backward()
-    opt.step()
-    return {"loss": loss.detach()}
 
 
 def skipping(wrong, model, opt, batch):
