@@ -28,10 +28,10 @@ PAGES = [
     "chapters/01_mlp/02_activations_and_mlps.ipynb",
     "chapters/01_mlp/03_losses.ipynb",
 ]
-# Out of the stand-in's reach: model.to("cuda") keeps each Parameter object, model.to("lazy") makes
-# new ones (another tensor type), so an optimiser built before fit placed the model holds stale
-# parameters there: the LeNet page's resume then (rightly) refuses. Pages whose fit gets an
-# optimiser built on the CPU still pass, with their training a no-op on the stale parameters.
+# model.to("cuda") keeps each Parameter object, as an optimiser built on the CPU needs; model.to("lazy")
+# makes new ones (another tensor type) unless torch swaps the tensors in place, which the fixture
+# asks for. Without it an optimiser built before fit placed the model would hold stale parameters
+# and fit (rightly) refuses to train nothing.
 
 
 @functools.cache
@@ -68,6 +68,7 @@ def elsewhere(monkeypatch, tmp_path):
     device = _lazy_device()
     monkeypatch.setattr(config, "device", lambda: device)
     monkeypatch.setattr(torch, "save", _save_lazy_as_cpu(torch.save))
+    monkeypatch.setattr(torch.__future__, "get_swap_module_params_on_conversion", lambda: True)
     monkeypatch.setenv("CNNLIB_BUDGET", "smoke")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.chdir(tmp_path)

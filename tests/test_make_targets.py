@@ -11,8 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def dry_run(*args):
     """The commands make would run (make -n runs nothing, set-up included)."""
-    out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=30)
+    # Run as a newcomer's make, not as a sub-make of `make test` (which prints its directories).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()[-1]
 
