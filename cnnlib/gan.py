@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._validate import positive_int
+
 
 class GAN(nn.Module):
     """A generator and a discriminator in one module, so fit moves, checkpoints and resumes both."""
@@ -90,9 +92,7 @@ class GANStep:
                  instance_noise=0.0, scale_images=False):
         if generator_loss not in ("non_saturating", "minimax"):
             raise ValueError(f"generator_loss must be 'non_saturating' or 'minimax', got {generator_loss!r}")
-        if isinstance(d_steps, bool) or not isinstance(d_steps, numbers.Integral) or d_steps < 1:
-            raise ValueError(f"d_steps must be a positive integer (discriminator updates per generator "
-                             f"update), got {d_steps!r}")
+        positive_int("d_steps", d_steps, also=" (discriminator updates per generator update)")
         self.gan, self.opt_g, self.opt_d = gan, opt_g, opt_d
         self.optimizers = [opt_g, opt_d]
         self.generator_loss, self.d_steps = generator_loss, d_steps

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config, data
+from ._validate import _is_int, positive_int
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -118,10 +119,6 @@ def _compose(sources, source_labels, size, count, scale, max_overlap, border, g)
 _SCENE_CLASSES = {"MNIST": data.MNIST_CLASSES, "FashionMNIST": data.FASHION_MNIST_CLASSES}
 
 
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 def _is_range(v, low, high):
     """v is (min, max), two integers with low <= min <= max <= high."""
     return (isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(x) for x in v)
@@ -135,8 +132,7 @@ def _check_scene_arguments(n, source, size, objects, scale, max_overlap, border)
         raise ValueError(f"source must be MNIST or FashionMNIST (28x28 grey images, any case), got {source!r}")
     if not _is_int(n) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    if not _is_int(size) or size < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+    positive_int("size", size)
     if not _is_range(objects, 0, float("inf")):
         raise ValueError(f"objects must be (min, max) with 0 <= min <= max, got {objects!r}")
     if not _is_range(scale, 1, size):

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..arith import _is_int
+from .._validate import positive_int
 from ._checks import check_input
 from ._registry import register
 
@@ -52,8 +52,7 @@ def upsample(channels, factor, mode="transposed"):
     """x factor upsampling: a transposed convolution (kernel 2 * factor, one less for an odd
     factor, stride factor, padding factor // 2, started bilinear), so n pixels become exactly
     n * factor, or a bilinear resize followed by a 3x3 convolution."""
-    if not _is_int(factor) or factor < 1:
-        raise ValueError(f"factor must be a positive integer, got {factor!r}")
+    positive_int("factor", factor)
     if mode == "transposed":
         kernel = 2 * factor - factor % 2  # (n - 1) * factor - 2 * (factor // 2) + kernel = n * factor
         up = nn.ConvTranspose2d(channels, channels, kernel, stride=factor, padding=factor // 2, bias=False)
