@@ -1,5 +1,8 @@
 """Per-epoch metrics of a training run: a list of rows that prints and plots itself."""
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+WIDTH = 78  # characters: the book's ~680 px column of code output
 
 
 class History:
@@ -44,12 +47,26 @@ class History:
         self.rows = [dict(r) for r in state["rows"]]
 
     def __repr__(self):
+        """A table within WIDTH characters, the book's column: columns that do not fit go to
+        a second block below the first (each block starts with the epoch), as pandas wraps."""
         if not self.rows:
             return "History(empty)"
         keys = self.keys()
-        lines = ["  ".join(f"{k:>10}" for k in keys)]
+        first, rest = (keys[:1], keys[1:]) if keys[0] == "epoch" else ([], keys)
+        blocks, block = [], []
+        for key in rest:
+            if block and _width([*first, *block, key]) > WIDTH:
+                blocks.append(block)
+                block = []
+            block.append(key)
+        blocks.append(block)
+        return "\n\n".join(self._block([*first, *block]) for block in blocks)
+
+    def _block(self, keys):
+        widths = [max(len(k), 10) for k in keys]
+        lines = ["  ".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
         for row in self.rows:
-            lines.append("  ".join(_fmt(row.get(k)) for k in keys))
+            lines.append("  ".join(_fmt(row.get(k), w) for k, w in zip(keys, widths)))
         return "\n".join(lines)
 
     def metric_groups(self):
@@ -79,6 +96,7 @@ class History:
             for key in keys:
                 ax.plot(epochs, self[key], marker="o", ms=3, label=key)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)
             ax.legend()
@@ -106,9 +124,13 @@ def direction(key, mode=None, what="History.best"):
     return mode
 
 
-def _fmt(v):
+def _width(keys):
+    return sum(max(len(k), 10) for k in keys) + 2 * (len(keys) - 1)
+
+
+def _fmt(v, width=10):
     if v is None:
-        return f"{'-':>10}"
+        return f"{'-':>{width}}"
     if isinstance(v, float):
-        return f"{v:>10.4g}"
-    return f"{v!s:>10}"
+        return f"{v:>{width}.4g}"
+    return f"{v!s:>{width}}"

@@ -55,8 +55,7 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        row = history.last
-        summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+        summary = summary_text(history.last)
         if self.line is not None:
             self.line.update(_Text(summary))
         elif self.summary:
@@ -77,6 +76,17 @@ class Progress:
     def _text(self, epoch, done, steps, loss):
         text = f"epoch {epoch + 1}/{self.total_epochs}: step {done}" + (f"/{steps}" if steps else "")
         return text + (f", loss {loss:.4f}" if loss is not None else "")
+
+
+def summary_text(row, width=78):
+    """An epoch's row as "name value" pairs, wrapped to `width` characters (the book's column)."""
+    pairs = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()]
+    lines = [""]
+    for pair in pairs:
+        if lines[-1] and len(lines[-1]) + 2 + len(pair) > width:
+            lines.append("  ")
+        lines[-1] += ("  " if lines[-1].strip() else "") + pair
+    return "\n".join(lines)
 
 
 class _Text:

@@ -65,3 +65,24 @@ def test_any_name_with_loss_is_better_low_as_for_early_stopping():
     assert direction("val_loss_g") == direction("val_loss") == "min" and direction("train_acc") == "max"
     with pytest.raises(ValueError, match="mode must be 'min' or 'max', got 'low'"):
         direction("val_loss", "low")
+
+
+def test_repr_fits_the_book_column_by_wrapping_columns_into_blocks():
+    from cnnlib.history import WIDTH
+    row = dict(epoch=1, train_loss_d=0.4, train_loss_g=2.2, train_d_real=0.86, train_d_fake=0.16,
+               lr=2e-4, seconds=11.8, eval_seconds=2e-6, examples_per_s=1689)
+    text = repr(History([row, {**row, "epoch": 2}]))
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= WIDTH
+    blocks = text.split("\n\n")
+    assert len(blocks) == 2 and all(b.split()[0] == "epoch" for b in blocks)  # each block starts with epoch
+    headers = [name for b in blocks for name in b.splitlines()[0].split()]
+    assert headers.count("epoch") == 2 and set(headers) == set(row)          # no column lost
+    assert blocks[1].splitlines()[2].split() == ["2", "11.8", "2e-06", "1689"]
+
+
+def test_plot_ticks_whole_epochs_only():
+    h = History([{"epoch": e, "train_loss": 1 / e} for e in range(1, 4)])  # matplotlib would tick 1.5
+    fig = h.plot()
+    ticks = fig.axes[0].get_xticks()
+    assert len(ticks) > 1 and all(float(t).is_integer() for t in ticks)

@@ -45,3 +45,13 @@ def test_colab_gets_the_live_line_and_plot(monkeypatch):
 def test_without_ipython_imported_there_is_no_notebook(monkeypatch):
     monkeypatch.delitem(sys.modules, "IPython", raising=False)
     assert progress.in_notebook() is False
+
+
+def test_epoch_summary_wraps_to_the_column_and_keeps_every_pair():
+    from cnnlib.progress import summary_text
+    row = dict(epoch=6, train_loss_d=1.03, train_loss_g=1.096, train_d_real=0.6196, train_d_fake=0.3646,
+               lr=0.0002, seconds=12.72, eval_seconds=2.674e-06, examples_per_s=1570)
+    text = summary_text(row)
+    assert max(map(len, text.splitlines())) <= 78 and len(text.splitlines()) > 1
+    assert text.split() == summary_text(row, width=10_000).split()   # the same pairs, only wrapped
+    assert summary_text({"epoch": 1, "val_acc": 0.5}) == "epoch 1  val_acc 0.5"
