@@ -463,14 +463,34 @@ def loaders(batch_size=64, *, train_size=4000, test_size=500, source="MNIST", de
             SceneLoader(test, max(batch_size, eval_batch_size), device=device, seed=seed))
 
 
+@torch.no_grad()
+def collect_detections(model, loader, decode):
+    """Run a detector over a scene loader: (predictions, truths, images), one dict per image
+    ({"boxes", "scores", "labels"} and {"boxes", "labels"}, on the CPU, padding removed), as
+    torchmetrics' MeanAveragePrecision and boxes.mean_average_precision take them.
+
+    decode(model, images) -> one prediction dict per image: the detector's own read-out
+    (yolo.decode after the forward pass, or models.rcnn.detections)."""
+    model.eval()
+    predictions, truths, images = [], [], []
+    for x, target in loader:
+        predictions += [{k: v.cpu() for k, v in p.items()} for p in decode(model, x)]
+        truths += [{k: v.cpu() for k, v in t.items()} for t in to_list(target)]
+        images.append(x.cpu())
+    return predictions, truths, torch.cat(images)
+
+
 # ---- drawing --------------------------------------------------------------------------------
 
 def draw(ax, image, boxes=(), labels=None, scores=None, classes=None, color="lime", mask=None,
-         num_classes=None, title=None):
+         num_classes=None, title=None, text_below=False):
     """Show one image (C, H, W) on a matplotlib axis with boxes (corner format) and their
-    labels / scores, and optionally a mask (H, W) overlaid in colour (0 transparent)."""
+    labels / scores, and optionally a mask (H, W) overlaid in colour (0 transparent).
+
+    imshow centres pixel i on the coordinate i, so a box edge at x (the left edge of pixel x) is
+    drawn at x - 0.5. Labels sit above each box, or below it with text_below=True (for a second
+    set of boxes drawn over the first, such as the truth under the detections)."""
     import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
 
     image = image.detach().cpu().float()
     image = image / 255 if image.max() > 1 else image
@@ -482,7 +502,7 @@ def draw(ax, image, boxes=(), labels=None, scores=None, classes=None, color="lim
         ax.imshow(shown, cmap="tab20", vmin=0, vmax=max(num_classes or int(mask.max()), 20), alpha=0.55,
                   interpolation="nearest")
     for k, box in enumerate(torch.as_tensor(boxes).detach().cpu().tolist()):
-        x1, y1, x2, y2 = box
+        x1, y1, x2, y2 = (v - 0.5 for v in box)
         ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, lw=1.3))
         text = ""
         if labels is not None:
@@ -491,7 +511,8 @@ def draw(ax, image, boxes=(), labels=None, scores=None, classes=None, color="lim
         if scores is not None:
             text += f" {float(scores[k]):.2f}"
         if text:
-            ax.text(x1, y1, text.strip(), color="black", fontsize=7, va="bottom",
+            ax.text(x1, y2 if text_below else y1, text.strip(), color="black", fontsize=7,
+                    va="top" if text_below else "bottom",
                     bbox=dict(facecolor=color, alpha=0.8, pad=0.5, edgecolor="none"))
     ax.set_xticks([]), ax.set_yticks([])
     if title:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from cnnlib import boxes as box_ops
 from cnnlib import fit
 from cnnlib import models
-from cnnlib.models import fcn, yolo
+from cnnlib.models import fcn, rcnn, yolo
 
 
 def fake_targets(n=4, k=3, size=96, seed=0):
@@ -76,7 +76,7 @@ def test_yolo_loss_parts_and_decode():
 
 def test_yolo_one_training_step_through_fit():
     torch.manual_seed(0)
-    model = yolo.yolo_scenes(width=8)
+    model = yolo.yolo_scenes(channels=8)
     batch = (torch.rand(4, 1, 96, 96), fake_targets())
     before = [p.detach().clone() for p in model.parameters()]
     h = fit(model, OneBatch(batch), epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
@@ -114,7 +114,7 @@ def test_fcn_shapes_any_size():
 
 def test_fcn_one_training_step_through_fit():
     torch.manual_seed(0)
-    model = fcn.fcn_scenes(width=8)
+    model = fcn.fcn_scenes(channels=8)
     batch = (torch.rand(4, 1, 96, 96), fake_targets())
     h = fit(model, OneBatch(batch), epochs=1, optimizer=torch.optim.Adam(model.parameters(), 1e-3),
             loss_fn=fcn.segmentation_loss, device="cpu", progress=False, verbose=False)
@@ -123,7 +123,7 @@ def test_fcn_one_training_step_through_fit():
 
 def test_fcn_refuses_sizes_that_are_not_multiples_of_8():
     for skips in (True, False):
-        net = fcn.fcn_scenes(width=4, skips=skips).eval()
+        net = fcn.fcn_scenes(channels=4, skips=skips).eval()
         with pytest.raises(ValueError, match=r"FCN needs H and W to be multiples of 8, got 100x100 "
                                              r"\(crop or pad the images to 96x96 or 104x104\)"):
             net(torch.zeros(1, 1, 100, 100))
@@ -135,7 +135,7 @@ def test_fcn_refuses_sizes_that_are_not_multiples_of_8():
 
 def test_segmentation_loss_takes_the_scenes_uint8_masks():
     torch.manual_seed(0)
-    model = fcn.fcn_scenes(width=4)
+    model = fcn.fcn_scenes(channels=4)
     x, masks = torch.rand(2, 1, 32, 32), torch.randint(0, 11, (2, 32, 32))
     loss, parts = fcn.segmentation_loss(model, (x, {"masks": masks.to(torch.uint8)}))
     logits = model(x)
@@ -145,7 +145,7 @@ def test_segmentation_loss_takes_the_scenes_uint8_masks():
 
 def test_segmentation_loss_ignores_pixels_and_an_all_ignored_batch_is_zero_not_nan():
     torch.manual_seed(0)
-    model = fcn.fcn_scenes(width=4)
+    model = fcn.fcn_scenes(channels=4)
     x, masks = torch.rand(2, 1, 32, 32), torch.randint(0, 11, (2, 32, 32))
     masks[:, :16] = 255
     loss, parts = fcn.segmentation_loss(model, (x, masks))
@@ -181,14 +181,14 @@ def test_convolutionalize_names_the_sizes_that_disagree():
 
 
 def test_yolo_loss_refuses_images_of_another_size():
-    model = yolo.yolo_scenes(width=4)
+    model = yolo.yolo_scenes(channels=4)
     with pytest.raises(ValueError, match=r"loss_fn\(image_size=96\) got 128x128 images: make it with the "
                                          r"images' size, loss_fn\(128\)"):
         yolo.loss_fn(96)(model, (torch.rand(4, 1, 128, 128), fake_targets(size=128)))
 
 
 def test_yolo_refuses_degenerate_target_boxes():
-    model = yolo.yolo_scenes(width=4)
+    model = yolo.yolo_scenes(channels=4)
     t = fake_targets()
     t["boxes"][2, 1] = torch.tensor([50.0, 10.0, 30.0, 40.0])  # x2 < x1
     message = r"x2 > x1 and y2 > y1 .*got \[50.0, 10.0, 30.0, 40.0\] for object 1 of image 2"
@@ -201,9 +201,9 @@ def test_yolo_refuses_degenerate_target_boxes():
 
 def test_yolo_checks_its_input():
     with pytest.raises(ValueError, match="YOLO was built for 1-channel images, got 3 channels"):
-        yolo.yolo_scenes(width=4)(torch.zeros(1, 3, 96, 96))
+        yolo.yolo_scenes(channels=4)(torch.zeros(1, 3, 96, 96))
     with pytest.raises(ValueError, match="YOLO needs images of at least 8x8, got 4x4"):
-        yolo.yolo_scenes(width=4)(torch.zeros(1, 1, 4, 4))
+        yolo.yolo_scenes(channels=4)(torch.zeros(1, 1, 4, 4))
 
 
 def page_faster_rcnn(num_classes=10, in_channels=1, size=96):
@@ -245,7 +245,7 @@ def test_faster_rcnn_scenes_is_the_page_model_from_one_seed():
 
 def test_faster_rcnn_reads_its_channels_from_the_backbone():
     torch.manual_seed(0)
-    model = models.faster_rcnn_scenes(width=8)  # a 64-channel backbone: 128 hard-coded would not fit
+    model = models.faster_rcnn_scenes(channels=8)  # a 64-channel backbone: 128 hard-coded would not fit
     assert model.backbone.out_channels == 64
     assert model.roi_heads.box_head.fc6.in_features == 64 * 7 * 7
     x, targets = detection_scenes()
@@ -274,3 +274,25 @@ def test_faster_rcnn_boxes_stay_float32_under_bfloat16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model.train()(list(x), targets)
     assert all(v.dtype == torch.float32 for v in losses.values())
+
+
+def test_grid_targets_keep_the_later_object_of_a_shared_cell_box_and_label_together():
+    boxes = torch.tensor([[[10.0, 10, 20, 20], [11, 11, 19, 19], [50, 50, 60, 60]]])   # first two: one cell
+    labels = torch.tensor([[3, 7, 5]])
+    has, box, label = yolo.grid_targets(boxes, labels, 6, 96)   # 16-px cells
+    assert has.sum() == 2
+    assert label[0, 0, 0] == 7 and torch.equal(box[0, 0, 0], boxes[0, 1])     # the later one, whole
+    assert label[0, 3, 3] == 5 and torch.equal(box[0, 3, 3], boxes[0, 2])
+
+
+def test_faster_rcnn_detections_number_classes_as_the_scenes():
+    seen = []
+
+    def detector(images):   # torchvision's detectors take a list of images; class 0 is background
+        seen.append(type(images))
+        return [{"boxes": torch.zeros(2, 4), "scores": torch.tensor([0.9, 0.2]),
+                 "labels": torch.tensor([1, 10])} for _ in images]
+
+    out = rcnn.detections(detector, torch.zeros(3, 1, 96, 96))
+    assert seen == [list] and len(out) == 3
+    assert torch.equal(out[0]["labels"], torch.tensor([0, 9]))   # the scenes' digits 0 and 9

@@ -371,3 +371,51 @@ def test_normalize_comes_after_the_transforms(small):
                                 device="cpu")
     x, _ = next(iter(loader))
     assert torch.allclose(x, (small.images[:4].flip(-1).float() / 255 - 0.5) / 0.25)
+
+
+def test_test_scenes_come_from_the_test_split_so_no_digit_is_seen_in_training(monkeypatch):
+    # each split's digits are a filled square of its own grey level; a scene shows which split it drew on
+    def fake_load(name, train, root=None):
+        images = torch.zeros(50, 1, 28, 28, dtype=torch.uint8)
+        images[..., 6:22, 6:22] = 200 if train else 100
+        return images, torch.arange(50) % 10
+    monkeypatch.setattr(scenes.data, "load", fake_load)
+    train, test = scenes.loaders(8, train_size=16, test_size=16)
+    assert train.scenes.images.max() == 200   # a test-split digit is never brighter than 100
+    assert test.scenes.images.max() == 100    # no training digit (200) in any test scene
+
+
+def test_draw_puts_box_edges_on_pixel_edges_and_labels_above_or_below():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    image = torch.zeros(1, 12, 12)
+    fig, ax = plt.subplots()
+    scenes.draw(ax, image, torch.tensor([[2.0, 3.0, 5.0, 11.0]]), labels=[7])
+    scenes.draw(ax, image, torch.tensor([[2.0, 3.0, 5.0, 11.0]]), labels=[1], text_below=True)
+    box = ax.patches[0]
+    # imshow centres pixel 2 on x = 2, so its left edge (the box's x1 = 2) is at 1.5
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (1.5, 2.5, 3.0, 8.0)
+    above, below = ax.texts
+    assert above.get_position() == (1.5, 2.5) and above.get_va() == "bottom"
+    assert below.get_position() == (1.5, 10.5) and below.get_va() == "top"
+    plt.close(fig)
+
+
+def test_collect_detections_runs_the_decoder_and_drops_the_padding(small):
+    loader = scenes.SceneLoader(small, 16)
+    calls = []
+
+    def decode(model, x):
+        calls.append(len(x))
+        return [{"boxes": torch.zeros(1, 4), "scores": torch.ones(1), "labels": torch.zeros(1, dtype=torch.long)}
+                for _ in x]
+
+    model = torch.nn.Identity().train()
+    predictions, truths, images = scenes.collect_detections(model, loader, decode)
+    assert not model.training and calls == [16, 16, 8]
+    assert len(predictions) == len(truths) == len(images) == 40
+    assert torch.equal(images, loader.scenes.images) if images.dtype == torch.uint8 else images.shape[0] == 40
+    for t, i in zip(truths, range(40)):
+        real = small.labels[i] >= 0
+        assert torch.equal(t["labels"], small.labels[i][real]) and torch.equal(t["boxes"], small.boxes[i][real])

@@ -74,9 +74,9 @@ def _block(c_in, c_out, convs=2):
 
 
 class FCN(nn.Module):
-    def __init__(self, num_classes, in_channels=1, width=16, skips=True, mode="transposed"):
+    def __init__(self, num_classes, in_channels=1, channels=16, skips=True, mode="transposed"):
         super().__init__()
-        w = width
+        w = channels  # the first stage's; each later stage doubles them
         self.skips = skips
         self.in_channels, self.name, self.min_size = in_channels, "FCN", 8  # 8: the coarsest map's stride
         self.register_forward_pre_hook(_check_size)  # forward keeps to the paper's figure
@@ -118,8 +118,8 @@ def _check_size(model, inputs):
 
 
 @register((1, 96, 96))
-def fcn_scenes(num_classes=11, in_channels=1, width=16, skips=True, mode="transposed"):
-    return FCN(num_classes, in_channels, width, skips, mode)
+def fcn_scenes(num_classes=11, in_channels=1, channels=16, skips=True, mode="transposed"):
+    return FCN(num_classes, in_channels, channels, skips, mode)
 
 
 def segmentation_loss(model, batch, ignore_index=255):

@@ -42,11 +42,11 @@ def out_channels(backbone):
 
 
 @register((1, 96, 96))
-def faster_rcnn_scenes(num_classes=10, in_channels=1, size=96, width=16):
+def faster_rcnn_scenes(num_classes=10, in_channels=1, size=96, channels=16):
     """Faster R-CNN for `size` x `size` scenes of num_classes digits (or classes) on the YOLO backbone."""
     # The whole YOLO detector is built and its head dropped: the random draws stay those of the
     # page's stored run, so one seed gives the same starting weights.
-    backbone = yolo.yolo_scenes(in_channels=in_channels, width=width).features
+    backbone = yolo.yolo_scenes(in_channels=in_channels, channels=channels).features
     backbone.out_channels = out_channels(backbone)
     return Float32FasterRCNN(
         backbone, num_classes=None, min_size=size, max_size=size,
@@ -58,3 +58,10 @@ def faster_rcnn_scenes(num_classes=10, in_channels=1, size=96, width=16):
         rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=200,
         rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
         rpn_batch_size_per_image=128, box_batch_size_per_image=64)
+
+
+def detections(model, images):
+    """The detector's boxes, scores and labels per image, in the scenes' classes: torchvision's
+    detectors number the background 0, so class k of the scenes is their k + 1."""
+    return [{"boxes": out["boxes"], "scores": out["scores"], "labels": out["labels"] - 1}
+            for out in model(list(images))]

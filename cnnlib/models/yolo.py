@@ -61,14 +61,16 @@ class YOLO(nn.Module):
 
 
 @register((1, 96, 96))
-def yolo_scenes(num_classes=10, boxes_per_cell=2, in_channels=1, width=16):
-    w = width
+def yolo_scenes(num_classes=10, boxes_per_cell=2, in_channels=1, channels=16):
+    """channels: the first stage's convolutions; each later stage doubles them."""
+    w = channels
     return YOLO(num_classes, boxes_per_cell, in_channels, ((w,), (2 * w,), (4 * w, 4 * w), (8 * w, 8 * w)))
 
 
 @register((3, 448, 448))
-def yolo_voc(num_classes=20, boxes_per_cell=2, width=8):
-    w = width
+def yolo_voc(num_classes=20, boxes_per_cell=2, channels=8):
+    """channels: the first stage's convolutions; later stages double them, as in yolo_scenes."""
+    w = channels
     return YOLO(num_classes, boxes_per_cell, 3, ((w,), (w,), (2 * w,), (2 * w,), (4 * w,), (4 * w,), (8 * w,)))
 
 
@@ -89,20 +91,27 @@ def cell_boxes(pred, image_size):
 def grid_targets(boxes, labels, grid, image_size):
     """Padded boxes (N, K, 4) and labels (N, K) -> the cell of each object's centre:
     has_object (N, S, S) bool, box (N, S, S, 4) corner format, label (N, S, S).
-    Two objects with their centre in one cell: the later one is kept (YOLO's known limit)."""
+    Two objects with their centre in one cell: the later one is kept (YOLO's known limit). The
+    earlier ones are dropped before writing: with repeated indices, index_put's order is not
+    defined on CUDA, and the box and the label could then come from different objects."""
     n = len(boxes)
     real = labels >= 0
     _refuse_degenerate(boxes, real)
     cxcy = (boxes[..., :2] + boxes[..., 2:]) / 2
     cell = (cxcy / (image_size / grid)).long().clamp(0, grid - 1)
     img = torch.arange(n, device=boxes.device)[:, None].expand_as(labels)
-    idx = (img[real], cell[..., 1][real], cell[..., 0][real])
+    img, cy, cx, box, label = img[real], cell[..., 1][real], cell[..., 0][real], boxes[real], labels[real]
+    flat = (img * grid + cy) * grid + cx
+    order = torch.arange(len(flat), device=boxes.device)
+    last = torch.full((n * grid * grid,), -1, device=boxes.device).scatter_reduce(0, flat, order, "amax")
+    kept = last[flat] == order                      # the last object of each cell
+    idx = (img[kept], cy[kept], cx[kept])
     has_object = torch.zeros(n, grid, grid, dtype=torch.bool, device=boxes.device)
     target_box = boxes.new_zeros(n, grid, grid, 4)
     target_label = labels.new_zeros(n, grid, grid)
     has_object[idx] = True
-    target_box[idx] = boxes[real]
-    target_label[idx] = labels[real]
+    target_box[idx] = box[kept]
+    target_label[idx] = label[kept]
     return has_object, target_box, target_label
 
 
