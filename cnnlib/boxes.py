@@ -87,6 +87,22 @@ def batched_nms(boxes, scores, classes, iou_threshold):
     return nms(boxes - low + offsets[:, None], scores, iou_threshold)
 
 
+def soft_nms(boxes, scores, iou_threshold=0.3):
+    """Linear soft-NMS (Bodla et al., 2017): the scores after decaying, in the input's order.
+
+    Take the box with the best remaining score; multiply the score of every other remaining box
+    whose IoU with it is at least iou_threshold (the paper's N_t) by 1 - IoU; repeat. Nothing is
+    removed: a detector then keeps the boxes whose decayed score passes its cut."""
+    scores, left = scores.clone(), torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    iou = box_iou(boxes, boxes)
+    for _ in range(len(boxes)):
+        best = torch.where(left, scores, -math.inf).argmax()
+        left[best] = False
+        close = left & (iou[best] >= iou_threshold)
+        scores[close] *= 1 - iou[best, close]
+    return scores
+
+
 # ---- RoI pooling and RoI align -------------------------------------------------------------
 
 def _pair(v):

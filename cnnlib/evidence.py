@@ -114,6 +114,7 @@ def claim(condition, statement, *, budget=None):
     Under the cpu and full budgets a false condition raises an AssertionError quoting the
     statement, so no page is stored with prose its outputs contradict. Under smoke (CI's few
     hundred images) nothing can be concluded: it prints that the claim was not checked.
+    Returns nothing, so a page's claim cell shows only its sentence.
     """
     name = budget or config.budget_name()
     held = bool(condition)
@@ -123,7 +124,6 @@ def claim(condition, statement, *, budget=None):
         print(f"checked at the {name} budget: {statement}")
     else:
         raise AssertionError(f"the page says {statement!r}, but its outputs at the {name} budget do not show it")
-    return held
 
 
 def gain_over_baseline(frame, column, baseline="baseline", by="technique"):

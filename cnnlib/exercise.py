@@ -19,7 +19,7 @@ __all__ = ["check"]
 
 
 def check(label, answer, expected=None, *, test=None, hint=None, rel_tol=1e-6, abs_tol=1e-9):
-    """Print whether `answer` is right; return True, False, or None when not answered yet.
+    """Print whether `answer` is right ("right", "not right yet ..." or "not answered yet").
 
     expected: the right value (numbers compared to rel_tol/abs_tol, tensors and arrays
       elementwise with the same shape, anything else with ==), or
@@ -30,7 +30,7 @@ def check(label, answer, expected=None, *, test=None, hint=None, rel_tol=1e-6, a
         raise ValueError("check needs exactly one of expected= and test=")
     if answer is None or answer is Ellipsis:
         print(f"{label}: not answered yet (replace None by your answer and run the cell)")
-        return None
+        return
     try:
         right = bool(test(answer)) if test is not None else _equal(answer, expected, rel_tol, abs_tol)
     except Exception as error:  # a wrong answer may fail inside the test: that is "not yet"
@@ -40,7 +40,6 @@ def check(label, answer, expected=None, *, test=None, hint=None, rel_tol=1e-6, a
     else:
         shown = "" if callable(answer) else f" (got {_short(answer)})"
         print(f"{label}: not right yet{shown}" + (f". Hint: {hint}" if hint else ""))
-    return right
 
 
 def _equal(answer, expected, rel_tol, abs_tol):

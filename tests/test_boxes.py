@@ -214,3 +214,15 @@ def test_box_iou_pairs_is_the_diagonal_of_box_iou(g):
 def test_yolo_uses_the_one_elementwise_iou():
     from cnnlib.models import yolo
     assert not hasattr(yolo, "_paired_iou")
+
+
+def test_soft_nms_decays_only_boxes_at_or_above_the_threshold_by_one_minus_iou():
+    b = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10], [0, 0, 10, 8], [50, 50, 60, 60]])
+    s = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    out = boxes.soft_nms(b, s, iou_threshold=0.3)
+    # box 0 first: box 1 has IoU 1/3 >= 0.3 -> 0.8 * 2/3; box 2 has IoU 0.8 -> 0.7 * 0.2; then
+    # box 3 (0.6) overlaps nothing; then box 1: IoU(1, 2) = 40 / 140 < 0.3 leaves box 2 alone
+    expected = torch.tensor([0.9, 0.8 * 2 / 3, 0.7 * 0.2, 0.6])
+    assert torch.allclose(out, expected) and torch.equal(s, torch.tensor([0.9, 0.8, 0.7, 0.6]))
+    untouched = boxes.soft_nms(b, s, iou_threshold=0.9)   # no pair overlaps by 0.9
+    assert torch.equal(untouched, s)

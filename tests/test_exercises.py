@@ -31,7 +31,7 @@ NOT_YET = {
     "05_modern_cnns/04_nin", "05_modern_cnns/05_dlfs_deep_cnn", "05_modern_cnns/07_googlenet",
     "05_modern_cnns/08_resnet", "05_modern_cnns/09_densenet", "05_modern_cnns/10_comparison",
     "90_appendix/01_data_parallel", "90_appendix/02_runtimes",
-    "06_detection_segmentation/01_boxes_iou_nms", "06_detection_segmentation/02_anchors_and_rcnn_family",
+    "06_detection_segmentation/02_anchors_and_rcnn_family",
     "06_detection_segmentation/03_yolo", "06_detection_segmentation/04_faster_rcnn",
     "06_detection_segmentation/05_fcn_segmentation", "07_gans/01_generative_models_and_the_objective",
     "07_gans/02_toy_gan_and_mode_collapse", "07_gans/03_dcgan", "07_gans/04_conditional_gan_and_fid",
@@ -98,24 +98,29 @@ def test_fold_writes_colab_and_jupyterlab_keys_once(tmp_path):
     assert path.read_text() == before
 
 
+def _said(capsys, label, answer, **kwargs):
+    assert exercise.check(label, answer, **kwargs) is None   # a notebook cell echoes nothing
+    return capsys.readouterr().out.strip()
+
+
 def test_check_says_right_not_yet_and_not_answered(capsys):
-    assert exercise.check("exercise 1", None, expected=14) is None
-    assert exercise.check("exercise 1", 14.0000001, expected=14) is True
-    assert exercise.check("exercise 1", 15, expected=14, hint="(n - 1) s - 2p + k") is False
-    out = capsys.readouterr().out.splitlines()
-    assert out == ["exercise 1: not answered yet (replace None by your answer and run the cell)",
-                   "exercise 1: right",
-                   "exercise 1: not right yet (got 15). Hint: (n - 1) s - 2p + k"]
+    assert _said(capsys, "exercise 1", None, expected=14) == (
+        "exercise 1: not answered yet (replace None by your answer and run the cell)")
+    assert _said(capsys, "exercise 1", 14.0000001, expected=14) == "exercise 1: right"
+    assert _said(capsys, "exercise 1", 15, expected=14, hint="(n - 1) s - 2p + k") == (
+        "exercise 1: not right yet (got 15). Hint: (n - 1) s - 2p + k")
 
 
 def test_check_compares_tensors_sequences_bools_and_properties(capsys):
-    assert exercise.check("t", torch.tensor([1.0, 2.0]), expected=np.array([1.0, 2.0]))
-    assert not exercise.check("t", torch.tensor([1.0, 2.0]), expected=torch.tensor([[1.0, 2.0]]))
-    assert exercise.check("s", (1, 2.0), expected=[1, 2])
-    assert not exercise.check("b", 1, expected=True)   # an int is not a yes/no answer
-    assert exercise.check("b", np.bool_(True), expected=True)
-    assert exercise.check("f", lambda n: n % 2 == 0, test=lambda f: all(f(n) == (n % 2 == 0) for n in range(9)))
-    assert not exercise.check("f", lambda n: 1 / 0, test=lambda f: f(1))
-    assert "checking it raised ZeroDivisionError" in capsys.readouterr().out
+    right = "t: right"
+    assert _said(capsys, "t", torch.tensor([1.0, 2.0]), expected=np.array([1.0, 2.0])) == right
+    assert _said(capsys, "t", torch.tensor([1.0, 2.0]), expected=torch.tensor([[1.0, 2.0]])) != right
+    assert _said(capsys, "t", (1, 2.0), expected=[1, 2]) == right
+    assert _said(capsys, "t", 1, expected=True) != right   # an int is not a yes/no answer
+    assert _said(capsys, "t", np.bool_(True), expected=True) == right
+    assert _said(capsys, "t", lambda n: n % 2 == 0,
+                 test=lambda f: all(f(n) == (n % 2 == 0) for n in range(9))) == right
+    said = _said(capsys, "t", lambda n: 1 / 0, test=lambda f: f(1))
+    assert said.startswith("t: not right yet. Hint: checking it raised ZeroDivisionError")
     with pytest.raises(ValueError, match="exactly one of expected= and test="):
         exercise.check("x", 1)
