@@ -31,7 +31,6 @@ NOT_YET = {
     "05_modern_cnns/04_nin", "05_modern_cnns/05_dlfs_deep_cnn", "05_modern_cnns/07_googlenet",
     "05_modern_cnns/08_resnet", "05_modern_cnns/09_densenet", "05_modern_cnns/10_comparison",
     "90_appendix/01_data_parallel", "90_appendix/02_runtimes",
-    "06_detection_segmentation/02_anchors_and_rcnn_family",
     "06_detection_segmentation/03_yolo", "06_detection_segmentation/04_faster_rcnn",
     "06_detection_segmentation/05_fcn_segmentation", "07_gans/01_generative_models_and_the_objective",
     "07_gans/02_toy_gan_and_mode_collapse", "07_gans/03_dcgan", "07_gans/04_conditional_gan_and_fid",
@@ -73,6 +72,7 @@ CHECK = nbformat.v4.new_code_cell('answer_1 = None\nexercise.check("exercise 1",
 def test_scan_accepts_a_page_that_keeps_the_rules_and_names_each_breach():
     good = _page(EXERCISES, CHECK, _solution("# @title Solution 1\nsolution_1 = 14"))
     assert exercises.problems(good) == []
+    assert exercises.solved(_page(_solution("# @title Solutions 1 to 3, and 5\n"))) == {1, 2, 3, 5}
     overwriting = _page(EXERCISES, CHECK, _solution("# @title Solution 1\nanswer_1 = 14"))
     assert exercises.problems(overwriting) == [
         "cell 2: the solution assigns answer_1, which a check cell reads"]

@@ -7,7 +7,7 @@ The rules (CONTRIBUTING.md, "Exercises"):
 - A page's exercises are the numbered items of its "## Exercises" section. Each has a solution
   cell, or is open: its text holds "*Open:*" followed by the outcome to expect and how to check it.
 - A solution is a code cell tagged `hide-cell` whose first line is `# @title Solution 1` (or
-  `# @title Solutions 1 and 2`). The book folds it behind "Show solution"; Colab folds a cell whose
+  `# @title Solutions 1 and 2`, `# @title Solutions 1 to 3`). The book folds it behind "Show solution"; Colab folds a cell whose
   metadata has `"cellView": "form"` and whose first line is a `# @title` comment; JupyterLab
   collapses a cell with `jupyter.source_hidden`. This script writes both keys.
 - A visible check cell calls `exercise.check(...)` on the student's answer. No solution cell
@@ -52,7 +52,8 @@ def solved(nb):
     numbers = set()
     for cell in filter(is_solution, nb.cells):
         if m := TITLE.match(cell.source.splitlines()[0] if cell.source else ""):
-            numbers |= {int(n) for n in re.findall(r"\d+", m[1])}
+            for low, high in re.findall(r"(\d+)(?:\s+to\s+(\d+))?", m[1]):   # "1 and 2", "1 to 3"
+                numbers |= set(range(int(low), int(high or low) + 1))
     return numbers
 
 
