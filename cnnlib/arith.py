@@ -347,6 +347,19 @@ class LayerTable:
 
     __repr__ = __str__
 
+    def frame(self):
+        """The table as a pandas DataFrame, one row per layer and a last row of totals."""
+        import pandas as pd
+        rows = [(r.name, str(list(r.output_shape)), r.params, r.macs, _field_str(r.receptive_field))
+                for r in self.rows] + [("total", "", self.total_params, self.total_macs, "")]
+        return pd.DataFrame(rows, columns=["layer", "output shape", "parameters", "MACs",
+                                           "receptive field"]).set_index("layer")
+
+    def _repr_html_(self):
+        """A notebook shows the table as HTML, which wraps to the page's column (print() keeps text)."""
+        html = self.frame().to_html(formatters={"parameters": "{:,}".format, "MACs": "{:,}".format})
+        return f"<p>input {list(self.input_size)}</p>{html}"
+
 
 def _layer_macs(module, inputs, output):
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):

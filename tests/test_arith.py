@@ -340,3 +340,14 @@ def test_longest_path_follows_branches_and_lives_in_arith():
 
     assert arith.longest_path(TwoBranches(), (1, 1, 5, 5)) == 3
     assert models.longest_path is arith.longest_path
+
+
+def test_layer_table_as_a_frame_and_html_holds_the_same_numbers():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    table = arith.layer_table(net, (1, 1, 8, 8))
+    frame = table.frame()
+    assert list(frame.index) == [r.name for r in table.rows] + ["total"]
+    assert frame.loc["total", "parameters"] == table.total_params == sum(p.numel() for p in net.parameters())
+    assert frame["MACs"].iloc[:-1].sum() == table.total_macs
+    html = table._repr_html_()
+    assert "input [1, 1, 8, 8]" in html and f"{table.total_macs:,}" in html and "<table" in html
