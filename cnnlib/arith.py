@@ -113,6 +113,12 @@ def conv_params(in_channels, out_channels, kernel, groups=1, bias=True):
     return Params(out_channels * (in_channels // groups) * kh * kw, out_channels if bias else 0)
 
 
+def num_params(model, trainable=False):
+    """How many numbers a model learns: the sum of its parameters' sizes (shared ones once), or
+    of those that require gradients only with trainable=True."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
 def conv_macs(in_channels, out_channels, kernel, output_size, groups=1):
     """Multiply-adds of a conv layer for one image: each output value costs (in/groups)*kh*kw."""
     oh, ow = (_check("output size", v) for v in _pair(output_size, "output_size"))

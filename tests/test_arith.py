@@ -351,3 +351,14 @@ def test_layer_table_as_a_frame_and_html_holds_the_same_numbers():
     assert frame["MACs"].iloc[:-1].sum() == table.total_macs
     html = table._repr_html_()
     assert "input [1, 1, 8, 8]" in html and f"{table.total_macs:,}" in html and "<table" in html
+
+
+def test_num_params_counts_each_parameter_once_and_can_skip_frozen_ones():
+    shared = nn.Linear(3, 3)
+    net = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(3, 2))
+    assert arith.num_params(net) == 12 + 8
+    net[3].weight.requires_grad_(False)
+    assert arith.num_params(net, trainable=True) == 12 + 2
+    import torchvision
+    resnet = torchvision.models.resnet18()
+    assert arith.num_params(resnet) == 11_689_512   # torchvision's documented count
