@@ -463,6 +463,22 @@ def loaders(batch_size=64, *, train_size=4000, test_size=500, source="MNIST", de
             SceneLoader(test, max(batch_size, eval_batch_size), device=device, seed=seed))
 
 
+def mask_colour(k, num_classes=None):
+    """The colour draw() gives mask value k (a class + 1): tab20 over max(num_classes, 20) values."""
+    import matplotlib
+    return matplotlib.colormaps["tab20"](k / max(num_classes or 20, 20))
+
+
+def mask_legend(fig, classes, num_classes=None, **kwargs):
+    """A legend below a figure of masks: one swatch per class, in draw()'s colours."""
+    from matplotlib.patches import Patch
+    handles = [Patch(color=mask_colour(k + 1, num_classes), alpha=0.55, label=str(name))
+               for k, name in enumerate(classes)]
+    kwargs = {"loc": "lower center", "ncol": min(len(handles), 10), "fontsize": 7, "frameon": False,
+              "handlelength": 1.2, "columnspacing": 0.8, **kwargs}
+    return fig.legend(handles=handles, **kwargs)
+
+
 @torch.no_grad()
 def collect_detections(model, loader, decode):
     """Run a detector over a scene loader: (predictions, truths, images), one dict per image
@@ -500,7 +516,7 @@ def draw(ax, image, boxes=(), labels=None, scores=None, classes=None, color="lim
         shown = torch.where(mask == IGNORE, 0, mask).float()
         shown = np.ma.masked_where(shown.numpy() == 0, shown.numpy())
         ax.imshow(shown, cmap="tab20", vmin=0, vmax=max(num_classes or int(mask.max()), 20), alpha=0.55,
-                  interpolation="nearest")
+                  interpolation="nearest")   # mask value k in mask_colour(k)
     for k, box in enumerate(torch.as_tensor(boxes).detach().cpu().tolist()):
         x1, y1, x2, y2 = (v - 0.5 for v in box)
         ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, lw=1.3))

@@ -1,4 +1,5 @@
 """The YOLO-style detector and the FCN: shapes, their pieces, one training step each."""
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -296,3 +297,44 @@ def test_faster_rcnn_detections_number_classes_as_the_scenes():
     out = rcnn.detections(detector, torch.zeros(3, 1, 96, 96))
     assert seen == [list] and len(out) == 3
     assert torch.equal(out[0]["labels"], torch.tensor([0, 9]))   # the scenes' digits 0 and 9
+
+
+def test_boundary_band_matches_a_scipy_dilation_of_the_class_edges():
+    from scipy import ndimage
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(3, 20, 20, dtype=torch.uint8)
+    masks[:, 4:12, 5:15] = 3
+    masks[1, 8:18, 2:9] = 7
+    masks[2, 0:3, :] = 255                          # ignored rows
+    masks[0, 15:19, 15:19] = torch.randint(1, 4, (4, 4), generator=g, dtype=torch.uint8)
+    for width in (0, 1, 2):
+        band = fcn.boundary_band(masks, width)
+        for m, b in zip(masks.numpy().astype(int), band.numpy()):
+            neighbours = np.stack([np.roll(np.pad(m, 1, mode="edge"), (dy, dx), (0, 1))[1:-1, 1:-1]
+                                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+            edge = (neighbours != m).any(0)
+            expected = ndimage.binary_dilation(edge, np.ones((3, 3)), iterations=width) if width else edge
+            assert np.array_equal(b, expected & (m != 255))
+
+
+def test_segmentation_scores_are_perfect_for_the_truth_and_lower_for_a_coarse_copy():
+    masks = torch.zeros(4, 16, 16, dtype=torch.uint8)
+    masks[:, 3:11, 4:9] = 2
+    masks[:, 9:14, 10:15] = 1
+
+    class Oracle(nn.Module):   # answers with the true masks, or an 8x coarser copy of them
+        def __init__(self, coarse):
+            super().__init__()
+            self.coarse, self.p = coarse, nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            m = masks[: len(x)].long()
+            if self.coarse:
+                m = F.interpolate(m[:, None].float()[..., ::8, ::8], scale_factor=8, mode="nearest")[:, 0].long()
+            return F.one_hot(m, 3).permute(0, 3, 1, 2).float()
+
+    loader = [(torch.zeros(4, 1, 16, 16), {"masks": masks})]
+    exact = fcn.segmentation_scores(Oracle(False), loader, 3)
+    coarse = fcn.segmentation_scores(Oracle(True), loader, 3)
+    assert exact == {"mean_iou": 1.0, "boundary_acc": 1.0}
+    assert coarse["boundary_acc"] < 0.9 and coarse["mean_iou"] < 1.0

@@ -419,3 +419,21 @@ def test_collect_detections_runs_the_decoder_and_drops_the_padding(small):
     for t, i in zip(truths, range(40)):
         real = small.labels[i] >= 0
         assert torch.equal(t["labels"], small.labels[i][real]) and torch.equal(t["boxes"], small.boxes[i][real])
+
+
+def test_mask_legend_uses_the_colours_draw_gives_each_class():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    mask = torch.zeros(12, 12, dtype=torch.uint8)
+    mask[2:6, 2:6], mask[7:11, 7:11] = 4, 10            # digits 3 and 9 (mask = class + 1)
+    fig, ax = plt.subplots()
+    scenes.draw(ax, torch.zeros(1, 12, 12), mask=mask, num_classes=11)
+    legend = scenes.mask_legend(fig, [str(d) for d in range(10)], num_classes=11)
+    overlay = ax.images[1]
+    for row, col, k in [(3, 3, 3), (8, 8, 9)]:
+        drawn = overlay.cmap(overlay.norm(overlay.get_array()[row, col]))
+        swatch = legend.legend_handles[k].get_facecolor()
+        assert np.allclose(drawn[:3], swatch[:3])
+    assert [t.get_text() for t in legend.get_texts()] == [str(d) for d in range(10)]
+    plt.close(fig)

@@ -133,3 +133,35 @@ def segmentation_loss(model, batch, ignore_index=255):
     loss = F.cross_entropy(logits.float(), masks, ignore_index=ignore_index, reduction="sum") / labelled
     acc = ((logits.argmax(1) == masks) & valid).sum() / labelled
     return loss, {"pixel_acc": acc}
+
+
+def boundary_band(masks, width=1, ignore_index=255):
+    """(N, H, W) bool: the pixels within `width` pixels (chessboard distance) of a place where the
+    true class changes, where a coarse score map errs first; ignored pixels are left out."""
+    masks = masks.long()
+    padded = F.pad(masks[:, None].float(), (1, 1, 1, 1), mode="replicate")
+    low = -F.max_pool2d(-padded, 3, stride=1)[:, 0]       # the smallest class among the 3x3 neighbours
+    high = F.max_pool2d(padded, 3, stride=1)[:, 0]        # and the largest: they differ at an edge
+    edge = (low != high).float()[:, None]
+    band = F.max_pool2d(edge, 2 * width + 1, stride=1, padding=width)[:, 0] > 0 if width else edge[:, 0] > 0
+    return band & (masks != ignore_index)
+
+
+@torch.no_grad()
+def segmentation_scores(model, loader, num_classes, *, band=1, ignore_index=255):
+    """{"mean_iou", "boundary_acc"} of a segmenter on a scene loader: the mean IoU over the classes
+    (torchmetrics' JaccardIndex) and the pixel accuracy inside the boundary band."""
+    from torchmetrics.classification import JaccardIndex
+    model.eval()
+    device = next(model.parameters()).device
+    miou = JaccardIndex(task="multiclass", num_classes=num_classes, average="macro",
+                        ignore_index=ignore_index).to(device)
+    right = total = 0
+    for x, target in loader:
+        masks = target["masks"].long()
+        predicted = model(x).argmax(1)
+        miou.update(predicted, masks)
+        near = boundary_band(masks, band, ignore_index)
+        right += int((predicted == masks)[near].sum())
+        total += int(near.sum())
+    return {"mean_iou": miou.compute().item(), "boundary_acc": right / max(total, 1)}
