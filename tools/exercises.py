@@ -58,17 +58,23 @@ def solved(nb):
 
 
 def _names(source, context):
+    """The names a cell assigns (ast.Store) or reads (ast.Load; a lambda's or a comprehension's
+    own variables are not read from the page)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return set()
-    names = set()
+    names, own = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, context):
             names.add(node.id)
         elif context is ast.Store and isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
-    return names
+        if isinstance(node, ast.Lambda):
+            own |= {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+        elif isinstance(node, ast.comprehension):
+            own |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+    return names - own if context is ast.Load else names
 
 
 def problems(nb):
