@@ -50,14 +50,14 @@ FIGURES = {
                           + conv(32, 64, 3) + conv(64, 64, 3) + linear(64 * 4 * 4, 50) + linear(50, 10)),
                      "hand count of Deep Learning from Scratch's chapter 8 network"),
     "googlenet": (dict(aux_logits=False), torchvision_figure("googlenet"), TORCHVISION + " (no aux heads)"),
-    "googlenet_small": ({}, 347_906, "the book: 05_modern_cnns/07_googlenet ('width 0.25: 347,906')"),
+    "googlenet_small": ({}, 347_906, "the book: 05_modern_cnns/06_googlenet ('width 0.25: 347,906')"),
     "resnet18": ({}, torchvision_figure("resnet18"), TORCHVISION),
     "resnet34": ({}, torchvision_figure("resnet34"), TORCHVISION),
     "resnet50": ({}, torchvision_figure("resnet50"), TORCHVISION),
-    "resnet_cifar": ({}, 272_186, "the book: 05_modern_cnns/08_resnet ('ResNet-20: 272,186'; the paper's "
+    "resnet_cifar": ({}, 272_186, "the book: 05_modern_cnns/07_resnet ('ResNet-20: 272,186'; the paper's "
                                   "Table 6: 0.27M)"),
     "densenet121": ({}, torchvision_figure("densenet121"), TORCHVISION),
-    "densenet_small": ({}, 175_690, "the book: 05_modern_cnns/09_densenet ('DenseNet-BC-40 (k=12, small "
+    "densenet_small": ({}, 175_690, "the book: 05_modern_cnns/08_densenet ('DenseNet-BC-40 (k=12, small "
                                     "input): 175,690')"),
     "dcgan_generator": ({}, 234_177, "the book: 07_gans/03_dcgan (torchinfo's summary of G)"),
     "dcgan_discriminator": ({}, 36_577, "the book: 07_gans/03_dcgan (torchinfo's summary of D)"),

@@ -18,7 +18,7 @@ torchvision keeps for its weights); ``five=5`` builds the paper's 5x5 kernels.
 stem and its poolings, then the same nine modules at 14x14, 7x7 and 4x4; ``width`` scales every
 channel count so that it trains on a CPU.
 
-Taught in chapters/05_modern_cnns/07_googlenet.ipynb.
+Taught in chapters/05_modern_cnns/06_googlenet.ipynb.
 """
 import torch
 import torch.nn as nn
