@@ -464,15 +464,18 @@ def loaders(batch_size=64, *, train_size=4000, test_size=500, source="MNIST", de
 
 
 def mask_colour(k, num_classes=None):
-    """The colour draw() gives mask value k (a class + 1): tab20 over max(num_classes, 20) values."""
+    """The RGB colour draw() gives mask value k (class k - 1): tab10's ten distinct colours when
+    the mask has at most 10 classes besides the background (num_classes counts it), else tab20's."""
     import matplotlib
-    return matplotlib.colormaps["tab20"](k / max(num_classes or 20, 20))
+    classes = (num_classes or 11) - 1
+    colours = matplotlib.colormaps["tab10" if classes <= 10 else "tab20"].colors
+    return colours[(int(k) - 1) % len(colours)]
 
 
 def mask_legend(fig, classes, num_classes=None, **kwargs):
     """A legend below a figure of masks: one swatch per class, in draw()'s colours."""
     from matplotlib.patches import Patch
-    handles = [Patch(color=mask_colour(k + 1, num_classes), alpha=0.55, label=str(name))
+    handles = [Patch(color=mask_colour(k + 1, num_classes or len(classes) + 1), alpha=0.55, label=str(name))
                for k, name in enumerate(classes)]
     kwargs = {"loc": "lower center", "ncol": min(len(handles), 10), "fontsize": 7, "frameon": False,
               "handlelength": 1.2, "columnspacing": 0.8, **kwargs}
@@ -512,11 +515,12 @@ def draw(ax, image, boxes=(), labels=None, scores=None, classes=None, color="lim
     image = image / 255 if image.max() > 1 else image
     ax.imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
     if mask is not None:
-        mask = mask.detach().cpu()
-        shown = torch.where(mask == IGNORE, 0, mask).float()
-        shown = np.ma.masked_where(shown.numpy() == 0, shown.numpy())
-        ax.imshow(shown, cmap="tab20", vmin=0, vmax=max(num_classes or int(mask.max()), 20), alpha=0.55,
-                  interpolation="nearest")   # mask value k in mask_colour(k)
+        mask = mask.detach().cpu().long()
+        overlay = np.zeros((*mask.shape, 4))
+        for k in mask.unique().tolist():
+            if k not in (0, IGNORE):
+                overlay[mask.numpy() == k] = (*mask_colour(k, num_classes or int(mask.max()) + 1), 0.55)
+        ax.imshow(overlay, interpolation="nearest")
     for k, box in enumerate(torch.as_tensor(boxes).detach().cpu().tolist()):
         x1, y1, x2, y2 = (v - 0.5 for v in box)
         ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, lw=1.3))

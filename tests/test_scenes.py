@@ -426,14 +426,16 @@ def test_mask_legend_uses_the_colours_draw_gives_each_class():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     mask = torch.zeros(12, 12, dtype=torch.uint8)
-    mask[2:6, 2:6], mask[7:11, 7:11] = 4, 10            # digits 3 and 9 (mask = class + 1)
+    mask[2:6, 2:6], mask[7:11, 7:11] = 4, 5             # digits 3 and 4 (mask = class + 1)
     fig, ax = plt.subplots()
     scenes.draw(ax, torch.zeros(1, 12, 12), mask=mask, num_classes=11)
     legend = scenes.mask_legend(fig, [str(d) for d in range(10)], num_classes=11)
-    overlay = ax.images[1]
-    for row, col, k in [(3, 3, 3), (8, 8, 9)]:
-        drawn = overlay.cmap(overlay.norm(overlay.get_array()[row, col]))
-        swatch = legend.legend_handles[k].get_facecolor()
-        assert np.allclose(drawn[:3], swatch[:3])
+    overlay = ax.images[1].get_array()
+    for row, col, k in [(3, 3, 3), (8, 8, 4)]:
+        assert np.allclose(overlay[row, col, :3], legend.legend_handles[k].get_facecolor()[:3])
+    assert not np.allclose(overlay[3, 3, :3], overlay[8, 8, :3], atol=0.1)   # 3 and 4: distinct colours
+    assert overlay[0, 0, 3] == 0                                             # background left clear
+    colours = {scenes.mask_colour(k, 11) for k in range(1, 11)}
+    assert len(colours) == 10
     assert [t.get_text() for t in legend.get_texts()] == [str(d) for d in range(10)]
     plt.close(fig)
