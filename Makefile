@@ -49,10 +49,14 @@ browser-test: setup
 # sizes and batch sizes are full's. Nothing is stored: the executed copies go to _build/executed/.
 # Each notebook runs in its own process under GNU time, whose peak resident memory (%M, KiB) is
 # that of the largest process it waited for: the notebook's kernel. The table: _build/full-dry-run.tsv.
+# Each fit's first step is measured (cnnlib.footprint: FLOPs, saved activations, the full schedule's
+# steps) into benchmarks/full_footprint.csv, from which the runtimes page estimates a T4's time and
+# memory; a run of every notebook starts the file afresh, a run of some appends to it.
 DRY_RUN_NOTEBOOKS ?= $(sort $(wildcard chapters/*/*.ipynb))
 full-dry-run: setup
-	@mkdir -p _build; printf 'notebook\tpeak_rss_mib\tseconds\tresult\n' > _build/full-dry-run.tsv; failed=0; \
+	@mkdir -p _build; $(if $(filter file,$(origin DRY_RUN_NOTEBOOKS)),,rm -f benchmarks/full_footprint.csv;) printf 'notebook\tpeak_rss_mib\tseconds\tresult\n' > _build/full-dry-run.tsv; failed=0; \
 	for nb in $(DRY_RUN_NOTEBOOKS); do \
+	  CNNLIB_FOOTPRINT_LOG=$(CURDIR)/benchmarks/full_footprint.csv CNNLIB_FOOTPRINT_PAGE="$$nb" \
 	  CNNLIB_BUDGET=full CNNLIB_MAX_STEPS=2 CNNLIB_DEVICE=cpu /usr/bin/time -f '%M %e' -o _build/full-dry-run.time \
 	    $(VENV)/bin/python tools/execute_notebooks.py --dry-run "$$nb"; rc=$$?; [ $$rc = 0 ] || failed=1; \
 	  tail -n 1 _build/full-dry-run.time | { read kib s; printf '%s\t%d\t%s\t%s\n' "$$nb" $$((kib / 1024)) "$$s" \

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
 from . import checkpoint as ckpt
-from . import config, distributed
+from . import config, distributed, footprint
 from ._validate import positive_int
 from .cuda_graph import Stepper, graph_safe, should_capture
 from .history import History, direction
@@ -122,7 +122,7 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
     stopper = EarlyStopping.watching(monitor, early_stopping, mode, restore_best)
     device, dist = distributed.setup(torch.device(device or config.device()), train_step)
     lead = dist is None or dist[0] == 0  # the process that writes and speaks
-    epochs, dry_run = _dry_run(epochs, lead, bounded=max_steps is not None)  # CNNLIB_MAX_STEPS: every page's schedule, a few steps each
+    planned, (epochs, dry_run) = epochs, _dry_run(epochs, lead, bounded=max_steps is not None)  # CNNLIB_MAX_STEPS
     progress, live_plot, verbose = _display(quiet or not lead, progress, live_plot, verbose)
     channels_last, (amp_dtype, scaler) = _channels_last(device, channels_last), _precision(device, amp)
     history = History()
@@ -140,10 +140,10 @@ def fit(model, train_loader, val_loader=None, *, epochs, optimizer=None, schedul
                          dist=dist, loss_fn=loss_fn, train_step=train_step, amp_dtype=amp_dtype,
                          scaler=scaler, clip_grad_norm=clip_grad_norm, schedulers=schedulers,
                          scheduler_interval=scheduler_interval)
+    step = _footprint(step, model, train_loader, steps, planned - start_epoch, lead)  # CNNLIB_FOOTPRINT_LOG
     evaluate_net = functools.partial(_evaluate, net, val_loader, eval_fn or loss_fn, device=device,
                                      amp_dtype=amp_dtype, channels_last=channels_last, dist=dist)
-    bar = Progress(epochs, enabled=progress, live_plot=live_plot, summary=verbose)
-    epoch = start_epoch
+    bar, epoch = Progress(epochs, enabled=progress, live_plot=live_plot, summary=verbose), start_epoch
     try:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
@@ -349,6 +349,19 @@ def _dry_run(epochs, lead, bounded):
         print(f"dry run (CNNLIB_MAX_STEPS={steps}, CNNLIB_MAX_EPOCHS={most_epochs}): at most {epochs} epochs "
               f"of {steps or 'all'} steps, evaluation on {steps or 'all'} batches")
     return epochs, steps
+
+
+def _footprint(step, model, train_loader, steps, epochs_left, lead):
+    """With $CNNLIB_FOOTPRINT_LOG set (a dry run's cost estimate): the first step is measured, with
+    the steps the whole schedule would take (epochs x batches, or max_steps if that is fewer)."""
+    log = footprint.log_path()
+    if log is None or not lead:
+        return step
+    planned_steps = epochs_left * (steps.per_epoch_planned or 0)
+    if steps.max_steps is not None:
+        planned_steps = min(planned_steps, steps.max_steps - steps.done)
+    return footprint.measured(step, params=list(model.parameters()), planned_steps=planned_steps, log=log,
+                              batch_size=getattr(train_loader, "batch_size", None), label=type(model).__name__)
 
 
 def _channels_last(device, channels_last):
@@ -586,6 +599,7 @@ class _StepCount:
     """Optimiser steps so far, and how many this epoch may take (max_steps, a dry run's cap)."""
 
     def __init__(self, per_epoch, start_epoch, max_steps, cap=None):
+        self.per_epoch_planned = per_epoch  # before a dry run's cap
         if cap is not None:
             per_epoch = cap if per_epoch is None else min(per_epoch, cap)
         self.per_epoch, self.max_steps, self.cap = per_epoch, max_steps, cap
