@@ -16,7 +16,7 @@ def count(model):
 
 @pytest.mark.parametrize("aux", [False, True])
 def test_googlenet_parameters_equal_torchvision(aux):
-    ours = models.googlenet(aux_logits=aux)
+    ours = models.googlenet(aux_logits=aux, variant="torchvision")
     theirs = torchvision.models.googlenet(weights=None, aux_logits=aux, init_weights=False)
     assert count(ours) == count(theirs)
 
@@ -89,14 +89,16 @@ def test_output_shapes_small_models(build, size):
     assert build().eval()(torch.randn(2, 1, size, size)).shape == (2, 10)
 
 
-def test_googlenet_minimum_input_size_is_exact():
-    m = models.googlenet(10, aux_logits=False).eval()
-    assert m.min_size == 15
+@pytest.mark.parametrize("variant", ["torchvision", "paper"])
+def test_googlenet_minimum_input_size_is_exact(variant):
+    m = models.googlenet(10, aux_logits=False, variant=variant).eval()
+    size = m.min_size
+    m(torch.randn(1, 3, size, size))        # the smallest size runs
     m.min_size = 1  # switch the check off: one pixel less must fail inside the network
     with pytest.raises(RuntimeError):
-        m(torch.randn(1, 3, 14, 14))
-    with pytest.raises(ValueError, match="at least 15x15"):
-        models.googlenet(10, aux_logits=False).eval()(torch.randn(1, 3, 14, 14))
+        m(torch.randn(1, 3, size - 1, size - 1))
+    with pytest.raises(ValueError, match=f"at least {size}x{size}"):
+        models.googlenet(10, aux_logits=False, variant=variant).eval()(torch.randn(1, 3, size - 1, size - 1))
 
 
 def test_small_resnet_keeps_resolution_in_first_stage():
@@ -221,3 +223,35 @@ def test_googlenet_refuses_an_even_or_odd_looking_kernel(five):
     with pytest.raises(ValueError, match=rf"five must be an odd kernel size such as 3 or 5, got {five!r}"):
         models.googlenet_small(five=five)
     assert models.googlenet_small(five=5, width=0.125).eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+def _paper_googlenet_parameters(num_classes=1000, aux=False):
+    """Table 1 of Szegedy et al. (2015) counted by hand: convolutions with biases, no batch norm."""
+    from cnnlib.models.googlenet import INCEPTIONS
+    conv = lambda cin, cout, k: cin * cout * k * k + cout
+    total = conv(3, 64, 7) + conv(64, 64, 1) + conv(64, 192, 3)                   # the stem
+    for cin, c1, r3, c3, r5, c5, pool in INCEPTIONS.values():
+        total += conv(cin, c1, 1) + conv(cin, r3, 1) + conv(r3, c3, 3) + conv(cin, r5, 1) + conv(r5, c5, 5)
+        total += conv(cin, pool, 1)
+    total += 1024 * num_classes + num_classes                                       # the one dense layer
+    if aux:  # after 4a (512 channels) and 4d (528): 1x1 conv to 128, FC 2048 -> 1024, FC 1024 -> classes
+        for cin in (512, 528):
+            total += conv(cin, 128, 1) + 2048 * 1024 + 1024 + 1024 * num_classes + num_classes
+    return total
+
+
+@pytest.mark.parametrize("aux", [False, True])
+def test_googlenet_paper_variant_has_table_1s_parameters_5x5_kernels_and_no_batch_norm(aux):
+    net = models.googlenet(aux_logits=aux, variant="paper")
+    assert sum(p.numel() for p in net.parameters()) == _paper_googlenet_parameters(aux=aux)
+    assert _paper_googlenet_parameters() == 6_998_552          # the audit's count, by another road
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert sum(isinstance(m, nn.LocalResponseNorm) for m in net.modules()) == 2
+    assert net.inception3a.branch3[1][0].kernel_size == (5, 5) and net.maxpool4.kernel_size == 3
+    out = net.eval()(torch.zeros(1, 3, 224, 224))
+    assert out.shape == (1, 1000)
+
+
+def test_googlenet_refuses_an_unknown_variant():
+    with pytest.raises(ValueError, match="variant must be one of 'torchvision', 'paper', got 'caffe'"):
+        models.googlenet(variant="caffe")

@@ -49,7 +49,8 @@ FIGURES = {
     "deep_convnet": ({}, (conv(1, 16, 3) + conv(16, 16, 3) + conv(16, 32, 3) + conv(32, 32, 3)
                           + conv(32, 64, 3) + conv(64, 64, 3) + linear(64 * 4 * 4, 50) + linear(50, 10)),
                      "hand count of Deep Learning from Scratch's chapter 8 network"),
-    "googlenet": (dict(aux_logits=False), torchvision_figure("googlenet"), TORCHVISION + " (no aux heads)"),
+    "googlenet": (dict(aux_logits=False), 6_998_552, "hand count of the 2014 paper's Table 1 "
+                  "(tests/test_models_modern.py; torchvision's variant is checked against torchvision there)"),
     "googlenet_small": ({}, 347_906, "the book: 05_modern_cnns/06_googlenet ('width 0.25: 347,906')"),
     "resnet18": ({}, torchvision_figure("resnet18"), TORCHVISION),
     "resnet34": ({}, torchvision_figure("resnet34"), TORCHVISION),

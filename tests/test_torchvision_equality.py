@@ -74,7 +74,7 @@ def test_imagenet_networks_equal_torchvision(name, size):
 
 def test_googlenet_equals_torchvision():
     """torchvision's variant (batch norm, the 3x3 '5x5' branch); transform_input off, no aux heads."""
-    ours = built_without_init(lambda: models.googlenet(aux_logits=False))
+    ours = built_without_init(lambda: models.googlenet(aux_logits=False, variant="torchvision"))
     theirs = torchvision_model("googlenet", aux_logits=False, init_weights=True, transform_input=False)
     assert_same_outputs(ours, theirs, (3, 96, 96))
 

@@ -9,17 +9,21 @@ after global average pooling, and two auxiliary classifiers (after 4a and 4d) th
 training mode: ``forward`` returns ``(logits, aux1, aux2)`` in training and the logits alone in
 eval mode. Train with ``loss_fn=googlenet_loss`` (the aux losses weighted by 0.3, as in the paper).
 
-As in torchvision (whose parameter counts ``googlenet()`` equals: 6,624,904 without the aux
-heads, 13,004,888 with them, at 1000 classes), every convolution is followed by batch norm,
-which the 2014 network did not have, and the "5x5" branch uses a 3x3 kernel (a known slip that
-torchvision keeps for its weights); ``five=5`` builds the paper's 5x5 kernels.
+``googlenet()`` builds the 2014 network: 5x5 kernels, no batch norm, local response
+normalisation in the stem (6,998,552 parameters without the aux heads, 13,378,280 with them, at
+1000 classes). ``googlenet(variant="torchvision")`` builds torchvision's, whose parameter counts
+it equals (6,624,904 and 13,004,888): batch norm after every convolution, which came after 2014,
+and a 3x3 kernel in the "5x5" branch (a known slip that torchvision keeps for its weights).
 
 ``googlenet_small()`` reads 28x28 images: one 3x3 stem convolution instead of the 7x7 stride-2
-stem and its poolings, then the same nine modules at 14x14, 7x7 and 4x4; ``width`` scales every
-channel count so that it trains on a CPU.
+stem and its poolings, then the same nine modules at 14x14, 7x7 and 4x4, with torchvision's batch
+norm and 3x3 kernels (``five=5`` for the paper's); ``width`` scales every channel count so that
+it trains on a CPU.
 
 Taught in chapters/05_modern_cnns/06_googlenet.ipynb.
 """
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -50,17 +54,26 @@ class ConvBN(nn.Sequential):
                          nn.BatchNorm2d(out_channels, eps=0.001), nn.ReLU(inplace=True))
 
 
+class ConvReLU(nn.Sequential):
+    """Convolution (with its bias) and ReLU: the 2014 network had no batch norm."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding),
+                         nn.ReLU(inplace=True))
+
+
 class Inception(nn.Module):
     """Four branches on one input, concatenated: out channels = c1 + c3 + c5 + pool_proj."""
 
-    def __init__(self, in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, five=3):
+    def __init__(self, in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, five=3, norm=True):
         super().__init__()
-        self.branch1 = ConvBN(in_channels, c1, 1)
-        self.branch2 = nn.Sequential(ConvBN(in_channels, c3_reduce, 1), ConvBN(c3_reduce, c3, 3, padding=1))
-        self.branch3 = nn.Sequential(ConvBN(in_channels, c5_reduce, 1),
-                                     ConvBN(c5_reduce, c5, five, padding=five // 2))
+        Conv = ConvBN if norm else ConvReLU
+        self.branch1 = Conv(in_channels, c1, 1)
+        self.branch2 = nn.Sequential(Conv(in_channels, c3_reduce, 1), Conv(c3_reduce, c3, 3, padding=1))
+        self.branch3 = nn.Sequential(Conv(in_channels, c5_reduce, 1),
+                                     Conv(c5_reduce, c5, five, padding=five // 2))
         self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                     ConvBN(in_channels, pool_proj, 1))
+                                     Conv(in_channels, pool_proj, 1))
 
     def forward(self, x):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
@@ -69,10 +82,10 @@ class Inception(nn.Module):
 class InceptionAux(nn.Module):
     """An auxiliary classifier: average pool to 4x4, 1x1 conv to 128, FC-1024, FC-classes."""
 
-    def __init__(self, in_channels, num_classes, channels=128, hidden=1024, dropout=0.7):
+    def __init__(self, in_channels, num_classes, channels=128, hidden=1024, dropout=0.7, norm=True):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(4)
-        self.conv = ConvBN(in_channels, channels, 1)
+        self.conv = (ConvBN if norm else ConvReLU)(in_channels, channels, 1)
         self.fc1 = nn.Linear(channels * 16, hidden)
         self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, num_classes)
@@ -91,7 +104,7 @@ def _scaled(config, width, in_channels=None):
 
 class GoogLeNet(nn.Module):
     def __init__(self, stem, stem_channels, num_classes=1000, in_channels=3, *, aux_logits=True,
-                 width=1.0, five=3, dropout=0.2, pool4=(2, 2), name="GoogLeNet"):
+                 width=1.0, five=3, dropout=0.2, pool4=(2, 2), norm=True, name="GoogLeNet"):
         super().__init__()
         if not _is_int(five) or five < 1 or five % 2 == 0:
             # padding five // 2 keeps the map's size only for an odd kernel; the branches must agree
@@ -101,7 +114,7 @@ class GoogLeNet(nn.Module):
         blocks, channels = {}, stem_channels
         for key, config in INCEPTIONS.items():
             cfg = _scaled(config, width, in_channels=channels)
-            blocks[key] = Inception(*cfg, five=five)
+            blocks[key] = Inception(*cfg, five=five, norm=norm)
             channels = cfg[1] + cfg[3] + cfg[5] + cfg[6]
         self.inception3a, self.inception3b = blocks["3a"], blocks["3b"]
         self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
@@ -113,7 +126,7 @@ class GoogLeNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, num_classes)
         if aux_logits:
-            aux = dict(channels=max(1, round(128 * width)), hidden=max(1, round(1024 * width)))
+            aux = dict(channels=max(1, round(128 * width)), hidden=max(1, round(1024 * width)), norm=norm)
             self.aux1 = InceptionAux(blocks["4b"].branch1[0].in_channels, num_classes, **aux)
             self.aux2 = InceptionAux(blocks["4e"].branch1[0].in_channels, num_classes, **aux)
         else:
@@ -137,13 +150,34 @@ class GoogLeNet(nn.Module):
         return (logits, aux1, aux2) if aux1 is not None else logits
 
 
+VARIANTS = ("torchvision", "paper")
+
+
 @register((3, 224, 224))
-def googlenet(num_classes=1000, in_channels=3, aux_logits=True, **kwargs):
-    """GoogLeNet for 224x224 images (torchvision's layout and parameter count)."""
-    stem = nn.Sequential(
-        ConvBN(in_channels, 64, 7, stride=2, padding=3), nn.MaxPool2d(3, stride=2, ceil_mode=True),
-        ConvBN(64, 64, 1), ConvBN(64, 192, 3, padding=1), nn.MaxPool2d(3, stride=2, ceil_mode=True),
-    )
+def googlenet(num_classes=1000, in_channels=3, aux_logits=True, variant="paper", **kwargs):
+    """GoogLeNet for 224x224 images.
+
+    variant="paper" (the default): the 2014 network of Table 1: convolutions with biases and no batch norm,
+      5x5 kernels, local response normalisation after the stem's first pooling and after its
+      3x3 convolution (as in the paper's Caffe model: size 5, alpha 1e-4, beta 0.75), a 3x3/2
+      pool4 and dropout 0.4. 6,998,552 parameters at 1000 classes without the aux heads.
+    variant="torchvision": torchvision's layout and parameter count (batch norm after every
+      convolution, 3x3 kernels in the "5x5" branch, a 2x2 pool4, dropout 0.2): 6,624,904.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
+    if variant == "paper":
+        lrn = functools.partial(nn.LocalResponseNorm, 5, alpha=1e-4, beta=0.75, k=1.0)
+        stem = nn.Sequential(
+            ConvReLU(in_channels, 64, 7, stride=2, padding=3), nn.MaxPool2d(3, stride=2, ceil_mode=True), lrn(),
+            ConvReLU(64, 64, 1), ConvReLU(64, 192, 3, padding=1), lrn(), nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        )
+        kwargs = dict(five=5, dropout=0.4, pool4=(3, 2), norm=False, name="GoogLeNet (2014)", **kwargs)
+    else:
+        stem = nn.Sequential(
+            ConvBN(in_channels, 64, 7, stride=2, padding=3), nn.MaxPool2d(3, stride=2, ceil_mode=True),
+            ConvBN(64, 64, 1), ConvBN(64, 192, 3, padding=1), nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        )
     return GoogLeNet(stem, 192, num_classes, in_channels, aux_logits=aux_logits, **kwargs)
 
 
