@@ -15,7 +15,7 @@ LABFLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 TESTFLAGS ?=
 NB ?=
 
-.PHONY: setup book test bench lab run bootstrap browser-test full-dry-run
+.PHONY: setup book test bench lab run bootstrap browser-test full-dry-run dry-run-changed
 setup:
 	@bash tools/setup_env.sh $(VENV)
 
@@ -50,15 +50,24 @@ browser-test: setup
 # Each notebook runs in its own process under GNU time, whose peak resident memory (%M, KiB) is
 # that of the largest process it waited for: the notebook's kernel. The table: _build/full-dry-run.tsv.
 # Each fit's first step is measured (cnnlib.footprint: FLOPs, saved activations, the full schedule's
-# steps) into benchmarks/full_footprint.csv, from which the runtimes page estimates a T4's time and
-# memory; a run of every notebook starts the file afresh, a run of some appends to it.
+# steps); tools/dry_run_record.py then records each passing page's fingerprint in
+# benchmarks/full_dry_run.tsv and its fits in benchmarks/full_footprint.csv, from which the runtimes
+# page estimates a T4's time and memory.
 DRY_RUN_NOTEBOOKS ?= $(sort $(wildcard chapters/*/*.ipynb))
 full-dry-run: setup
-	@mkdir -p _build; $(if $(filter file,$(origin DRY_RUN_NOTEBOOKS)),,rm -f benchmarks/full_footprint.csv;) printf 'notebook\tpeak_rss_mib\tseconds\tresult\n' > _build/full-dry-run.tsv; failed=0; \
+	@mkdir -p _build; printf 'notebook\tpeak_rss_mib\tseconds\tresult\n' > _build/full-dry-run.tsv; failed=0; \
 	for nb in $(DRY_RUN_NOTEBOOKS); do \
-	  CNNLIB_FOOTPRINT_LOG=$(CURDIR)/benchmarks/full_footprint.csv CNNLIB_FOOTPRINT_PAGE="$$nb" \
+	  log=$(CURDIR)/_build/footprint/$$(echo "$$nb" | tr / _).csv; rm -f "$$log"; \
+	  CNNLIB_FOOTPRINT_LOG="$$log" CNNLIB_FOOTPRINT_PAGE="$$nb" \
 	  CNNLIB_BUDGET=full CNNLIB_MAX_STEPS=2 CNNLIB_DEVICE=cpu /usr/bin/time -f '%M %e' -o _build/full-dry-run.time \
 	    $(VENV)/bin/python tools/execute_notebooks.py --dry-run "$$nb"; rc=$$?; [ $$rc = 0 ] || failed=1; \
 	  tail -n 1 _build/full-dry-run.time | { read kib s; printf '%s\t%d\t%s\t%s\n' "$$nb" $$((kib / 1024)) "$$s" \
 	    "$$([ $$rc = 0 ] && echo ok || echo FAILED)"; } >> _build/full-dry-run.tsv; \
-	done; cat _build/full-dry-run.tsv; exit $$failed
+	done; cat _build/full-dry-run.tsv; $(VENV)/bin/python tools/dry_run_record.py --update _build/full-dry-run.tsv; \
+	exit $$failed
+
+# The pages whose code or budgets changed since their last passing dry run (CI runs this).
+dry-run-changed: setup
+	@pages="$$($(VENV)/bin/python tools/dry_run_record.py --changed)"; \
+	if [ -n "$$pages" ]; then $(MAKE) --no-print-directory full-dry-run DRY_RUN_NOTEBOOKS="$$pages"; \
+	else echo "every page's full schedule has been dry-run with its current code (benchmarks/full_dry_run.tsv)"; fi
