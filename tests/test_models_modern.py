@@ -67,7 +67,8 @@ def test_inception_concatenates_four_branches():
 
 
 @pytest.mark.parametrize("build, sizes", [
-    (lambda: models.googlenet(10, aux_logits=False), [15, 64, 224]),
+    (lambda: models.googlenet(10, aux_logits=False), [31, 64, 224]),   # the 2014 network's 3x3/2 pool4
+    (lambda: models.googlenet(10, aux_logits=False, variant="torchvision"), [15, 64, 224]),
     (lambda: models.resnet18(10), [32, 64, 224]),
     (lambda: models.resnet50(10), [32, 100]),
     (lambda: models.densenet121(10), [32, 64]),
