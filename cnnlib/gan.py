@@ -323,6 +323,22 @@ def nearest_neighbours(samples, pool, batch_size=256):
     return torch.cat([b.values for b in best]), torch.cat([b.indices for b in best])
 
 
+def period2_power(images):
+    """The share of the images' spectral power (mean removed, averaged over images) at the three
+    frequencies of period 2 pixels: stripes along x, along y, and the checkerboard.
+
+    A stride-2 transposed convolution computes even and odd output pixels with different parts
+    of its kernel, so any imbalance between them repeats every 2 pixels (Odena et al., 2016):
+    a generator's grid artefacts show up here as a share above the real images' own."""
+    if images.ndim != 4 or images.shape[-1] % 2 or images.shape[-2] % 2:
+        raise ValueError(f"period2_power expects images (N, C, H, W) with even H and W, got {tuple(images.shape)}")
+    x = images.double()
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(x).abs().square().mean(dim=(0, 1))
+    h, w = power.shape
+    return ((power[h // 2, w // 2] + power[0, w // 2] + power[h // 2, 0]) / power.sum()).item()
+
+
 def frechet_score(features, real, fake, batch_size=500):
     """FID between two sets of images in [0, 1], on `features` (a Features module)."""
     for name, images in (("real", real), ("fake", fake)):

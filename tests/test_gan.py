@@ -376,3 +376,20 @@ def test_feature_classifier_at_the_smoke_setting():
     again = gan.feature_classifier("cpu", budget="smoke")
     assert all(torch.equal(a, b) for a, b in zip(fc.model.state_dict().values(), again.model.state_dict().values()))
     assert f"{s['train_size']:,} training images" in str(fc)
+
+
+def test_period2_power_finds_a_checkerboard_and_stripes_and_ignores_smooth_images():
+    yy, xx = torch.meshgrid(torch.arange(28), torch.arange(28), indexing="ij")
+    checkerboard = ((yy + xx) % 2).float()[None, None]
+    stripes = (xx % 2).float()[None, None]
+    smooth = torch.exp(-((yy - 13.5) ** 2 + (xx - 13.5) ** 2) / 50.0)[None, None]
+    assert gan.period2_power(checkerboard) == pytest.approx(1.0)
+    assert gan.period2_power(stripes) == pytest.approx(1.0)
+    assert gan.period2_power(smooth) < 1e-6
+    half = gan.period2_power(torch.cat([smooth, smooth + 0.1 * checkerboard]))   # averaged over images
+    assert 0 < half < 1
+    spectrum = torch.fft.fft2(smooth[0, 0] - smooth.mean()).abs().square()
+    assert gan.period2_power(smooth) == pytest.approx(((spectrum[14, 14] + spectrum[0, 14] + spectrum[14, 0])
+                                                       / spectrum.sum()).item())
+    with pytest.raises(ValueError, match=r"even H and W, got \(1, 1, 27, 27\)"):
+        gan.period2_power(torch.zeros(1, 1, 27, 27))
