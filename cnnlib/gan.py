@@ -238,8 +238,9 @@ class FeatureClassifier:
 
     def __str__(self):
         s = self.setting
-        return (f"LeNet-5 (modern), seed {s['seed']}, {s['epochs']} epochs on {s['train_size']:,} training "
-                f"images, Adam {s['lr']:g}, batch {s['batch_size']}: test accuracy {self.test_accuracy:.1%}")
+        return (f"LeNet-5 (modern): seed {s['seed']}, {s['epochs']} epochs on {s['train_size']:,} training "
+                f"images,\nAdam lr {s['lr']:g}, batch {s['batch_size']}; test accuracy {self.test_accuracy:.1%}; "
+                f"{s['held_out']:,} training images held out")
 
 
 def feature_classifier(device=None, *, budget=None, root=None):
@@ -260,10 +261,10 @@ def feature_classifier(device=None, *, budget=None, root=None):
     with _seeded(s["seed"]):
         model = lenet5_modern().to(device)
         fit(model, train_loader, epochs=s["epochs"], optimizer=torch.optim.Adam(model.parameters(), s["lr"]),
-            device=device, quiet=True)
+            device=device, amp=False, quiet=True)   # float32 on every device
     model.eval()
     features = Features(nn.Sequential(model.features, *model.classifier[:-1]), num_features=84)
-    return FeatureClassifier(model, features, evaluate(model, test_loader)["acc"],
+    return FeatureClassifier(model, features, evaluate(model, test_loader, amp=False)["acc"],
                              images[held_out].float().div(255).to(device), s)
 
 

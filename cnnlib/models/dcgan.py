@@ -35,7 +35,7 @@ def _transposed(c_in, c_out, bias):
 
 
 def _resize_then_convolve(c_in, c_out, bias):
-    """Every output pixel is computed the same way: no uneven overlap, so no checkerboard."""
+    """Every output pixel comes from the same 3x3 kernel: no uneven overlap."""
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                          nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias))
 
@@ -52,21 +52,24 @@ class Generator(nn.Module):
     Dumoulin & Olah (2016) for the checkerboard artefacts of transposed convolutions).
     """
 
-    def __init__(self, latent_dim=64, channels=32, out_channels=1, num_classes=None, upsample="transposed"):
+    def __init__(self, latent_dim=64, channels=32, out_channels=1,
+                 num_classes=None, upsample="transposed"):
         super().__init__()
-        if upsample not in UPSAMPLING:
-            raise ValueError(f"upsample must be one of {', '.join(map(repr, UPSAMPLING))}, got {upsample!r}")
+        _check_upsample(upsample)
         self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.embed = nn.Embedding(num_classes, num_classes) if num_classes else None
-        in_dim = latent_dim + (num_classes or 0)
-        self.project = nn.Sequential(  # z -> 2c maps of 7x7
-            nn.Linear(in_dim, 2 * channels * 7 * 7, bias=False),
-            nn.Unflatten(1, (2 * channels, 7, 7)), nn.BatchNorm2d(2 * channels), nn.ReLU(),
+        if num_classes:  # a learned embedding of the label, appended to z
+            self.embed = nn.Embedding(num_classes, num_classes)
+        else:
+            self.embed = None
+        in_dim, c = latent_dim + (num_classes or 0), channels
+        self.project = nn.Sequential(  # z -> 2c maps of 7x7: one linear layer
+            nn.Linear(in_dim, 2 * c * 7 * 7, bias=False),
+            nn.Unflatten(1, (2 * c, 7, 7)), nn.BatchNorm2d(2 * c), nn.ReLU(),
         )
-        double = UPSAMPLING[upsample]
-        self.upsample = nn.Sequential(  # 7 -> 14 -> 28, no pooling, no unpooling
-            double(2 * channels, channels, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
-            double(channels, out_channels, bias=True), nn.Tanh(),
+        double = UPSAMPLING[upsample]  # 7 -> 14 -> 28, no pooling, no unpooling
+        self.upsample = nn.Sequential(
+            double(2 * c, c, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+            double(c, out_channels, bias=True), nn.Tanh(),  # no batch norm here
         )
 
     def forward(self, z, y=None):
@@ -84,13 +87,14 @@ class Discriminator(nn.Module):
     def __init__(self, channels=32, in_channels=1, num_classes=None):
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
+        c_in, c = in_channels + (num_classes or 0), channels
         self.features = nn.Sequential(  # 28 -> 14 -> 7 by strided convolutions
-            nn.Conv2d(in_channels + (num_classes or 0), channels, 4, stride=2, padding=1),
+            nn.Conv2d(c_in, c, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),  # no batch norm on the input layer
-            nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(2 * channels), nn.LeakyReLU(0.2),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2),
         )
-        self.read_out = nn.Sequential(nn.Flatten(), nn.Linear(2 * channels * 7 * 7, 1))
+        self.read_out = nn.Sequential(nn.Flatten(), nn.Linear(2 * c * 7 * 7, 1))
 
     def forward(self, x, y=None):
         check_input(x, model="the DCGAN discriminator", channels=self.in_channels, size=28)
@@ -99,6 +103,11 @@ class Discriminator(nn.Module):
             planes = nn.functional.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
             x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)
         return self.read_out(self.features(x)).squeeze(1)
+
+
+def _check_upsample(upsample):
+    if upsample not in UPSAMPLING:
+        raise ValueError(f"upsample must be one of {', '.join(map(repr, UPSAMPLING))}, got {upsample!r}")
 
 
 def _check_labels(y, num_classes, network):
