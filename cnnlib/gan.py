@@ -324,20 +324,24 @@ def nearest_neighbours(samples, pool, batch_size=256):
     return torch.cat([b.values for b in best]), torch.cat([b.indices for b in best])
 
 
-def period2_power(images):
-    """The share of the images' spectral power (mean removed, averaged over images) at the three
-    frequencies of period 2 pixels: stripes along x, along y, and the checkerboard.
+def grid_coherence(images):
+    """How much of the images' power at period 2 pixels (stripes along x, stripes along y and the
+    checkerboard) is one pattern shared by all of them, at the same place: |mean F|^2 / mean |F|^2
+    at those three frequencies of the images' Fourier transforms F, summed over them.
 
-    A stride-2 transposed convolution computes even and odd output pixels with different parts
-    of its kernel, so any imbalance between them repeats every 2 pixels (Odena et al., 2016):
-    a generator's grid artefacts show up here as a share above the real images' own."""
-    if images.ndim != 4 or images.shape[-1] % 2 or images.shape[-2] % 2:
-        raise ValueError(f"period2_power expects images (N, C, H, W) with even H and W, got {tuple(images.shape)}")
-    x = images.double()
+    0 when the pattern's phase varies from image to image, as in real images; 1 when every image
+    carries the same grid. A stride-2 transposed convolution computes the even and the odd output
+    pixels with different parts of its kernel, so an imbalance between them is stamped on every
+    image alike (Odena et al., 2016): a generator's grid artefacts show up here."""
+    if images.ndim != 4 or images.shape[-1] % 2 or images.shape[-2] % 2 or len(images) < 2:
+        raise ValueError(f"grid_coherence expects at least 2 images (N, C, H, W) with even H and W, "
+                         f"got {tuple(images.shape)}")
+    x = images.detach().cpu().double()
     x = x - x.mean(dim=(-2, -1), keepdim=True)
-    power = torch.fft.fft2(x).abs().square().mean(dim=(0, 1))
-    h, w = power.shape
-    return ((power[h // 2, w // 2] + power[0, w // 2] + power[h // 2, 0]) / power.sum()).item()
+    h, w = x.shape[-2:]
+    f = torch.fft.fft2(x)[..., [0, h // 2, h // 2], [w // 2, 0, w // 2]].flatten(1, 2)  # (N, 3C)
+    shared, total = f.mean(dim=0).abs().square().sum(), f.abs().square().mean(dim=0).sum()
+    return (shared / total).item() if total > 0 else 0.0
 
 
 def frechet_score(features, real, fake, batch_size=500):

@@ -378,18 +378,20 @@ def test_feature_classifier_at_the_smoke_setting():
     assert f"{s['train_size']:,} training images" in str(fc)
 
 
-def test_period2_power_finds_a_checkerboard_and_stripes_and_ignores_smooth_images():
+def test_grid_coherence_finds_a_grid_stamped_on_every_image_and_not_one_of_random_phase():
+    g = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.arange(28), torch.arange(28), indexing="ij")
-    checkerboard = ((yy + xx) % 2).float()[None, None]
-    stripes = (xx % 2).float()[None, None]
-    smooth = torch.exp(-((yy - 13.5) ** 2 + (xx - 13.5) ** 2) / 50.0)[None, None]
-    assert gan.period2_power(checkerboard) == pytest.approx(1.0)
-    assert gan.period2_power(stripes) == pytest.approx(1.0)
-    assert gan.period2_power(smooth) < 1e-6
-    half = gan.period2_power(torch.cat([smooth, smooth + 0.1 * checkerboard]))   # averaged over images
-    assert 0 < half < 1
-    spectrum = torch.fft.fft2(smooth[0, 0] - smooth.mean()).abs().square()
-    assert gan.period2_power(smooth) == pytest.approx(((spectrum[14, 14] + spectrum[0, 14] + spectrum[14, 0])
-                                                       / spectrum.sum()).item())
-    with pytest.raises(ValueError, match=r"even H and W, got \(1, 1, 27, 27\)"):
-        gan.period2_power(torch.zeros(1, 1, 27, 27))
+    checkerboard = ((yy + xx) % 2).float() - 0.5
+    stripes = (xx % 2).float() - 0.5
+    smooth = torch.rand(200, 1, 7, 7, generator=g).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    stamped = smooth + 0.2 * checkerboard + 0.1 * stripes            # the same grid on every image
+    signs = torch.randint(0, 2, (200, 1, 1, 1), generator=g) * 2 - 1.0
+    shifted = smooth + 0.2 * signs * checkerboard                       # the phase varies per image
+    assert gan.grid_coherence(stamped) > 0.95
+    assert gan.grid_coherence(shifted) < 0.05
+    x = shifted.double() - shifted.double().mean((-2, -1), keepdim=True)
+    f = torch.fft.fft2(x)[:, 0][:, [0, 14, 14], [14, 0, 14]]          # by hand, one channel
+    want = f.mean(0).abs().square().sum() / f.abs().square().mean(0).sum()
+    assert gan.grid_coherence(shifted) == pytest.approx(want.item())
+    with pytest.raises(ValueError, match=r"even H and W, got \(2, 1, 27, 27\)"):
+        gan.grid_coherence(torch.zeros(2, 1, 27, 27))
