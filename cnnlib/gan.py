@@ -324,24 +324,27 @@ def nearest_neighbours(samples, pool, batch_size=256):
     return torch.cat([b.values for b in best]), torch.cat([b.indices for b in best])
 
 
-def grid_coherence(images):
-    """How much of the images' power at period 2 pixels (stripes along x, stripes along y and the
-    checkerboard) is one pattern shared by all of them, at the same place: |mean F|^2 / mean |F|^2
-    at those three frequencies of the images' Fourier transforms F, summed over them.
+def period2_power(images, reference):
+    """How many times more of their spectral power `images` put at period 2 pixels than the
+    `reference` images do: at each of the three frequencies of period 2 (stripes along x,
+    stripes along y, the checkerboard), the images' share of their power (each image's mean
+    removed) over the reference's share; the largest of the three ratios.
 
-    0 when the pattern's phase varies from image to image, as in real images; 1 when every image
-    carries the same grid. A stride-2 transposed convolution computes the even and the odd output
-    pixels with different parts of its kernel, so an imbalance between them is stamped on every
-    image alike (Odena et al., 2016): a generator's grid artefacts show up here."""
-    if images.ndim != 4 or images.shape[-1] % 2 or images.shape[-2] % 2 or len(images) < 2:
-        raise ValueError(f"grid_coherence expects at least 2 images (N, C, H, W) with even H and W, "
-                         f"got {tuple(images.shape)}")
+    A stride-2 transposed convolution computes the even and the odd output pixels with
+    different parts of its kernel, so an imbalance between them repeats every 2 pixels
+    (Odena et al., 2016): a generator's grid artefacts show up as a ratio above 1 against real
+    images (another sample of real images gives about 1)."""
+    ratio = _period2_shares(images, "images") / _period2_shares(reference, "reference")
+    return ratio.max().item()
+
+
+def _period2_shares(images, name):
+    if images.ndim != 4 or images.shape[-1] % 2 or images.shape[-2] % 2:
+        raise ValueError(f"period2_power expects {name} (N, C, H, W) with even H and W, got {tuple(images.shape)}")
     x = images.detach().cpu().double()
-    x = x - x.mean(dim=(-2, -1), keepdim=True)
-    h, w = x.shape[-2:]
-    f = torch.fft.fft2(x)[..., [0, h // 2, h // 2], [w // 2, 0, w // 2]].flatten(1, 2)  # (N, 3C)
-    shared, total = f.mean(dim=0).abs().square().sum(), f.abs().square().mean(dim=0).sum()
-    return (shared / total).item() if total > 0 else 0.0
+    power = torch.fft.fft2(x - x.mean(dim=(-2, -1), keepdim=True)).abs().square().mean(dim=(0, 1))
+    h, w = power.shape
+    return power[[0, h // 2, h // 2], [w // 2, 0, w // 2]] / power.sum()
 
 
 def frechet_score(features, real, fake, batch_size=500):

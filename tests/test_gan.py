@@ -378,20 +378,22 @@ def test_feature_classifier_at_the_smoke_setting():
     assert f"{s['train_size']:,} training images" in str(fc)
 
 
-def test_grid_coherence_finds_a_grid_stamped_on_every_image_and_not_one_of_random_phase():
+def test_period2_power_finds_a_grid_against_the_reference_images():
     g = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.arange(28), torch.arange(28), indexing="ij")
     checkerboard = ((yy + xx) % 2).float() - 0.5
     stripes = (xx % 2).float() - 0.5
-    smooth = torch.rand(200, 1, 7, 7, generator=g).repeat_interleave(4, 2).repeat_interleave(4, 3)
-    stamped = smooth + 0.2 * checkerboard + 0.1 * stripes            # the same grid on every image
-    signs = torch.randint(0, 2, (200, 1, 1, 1), generator=g) * 2 - 1.0
-    shifted = smooth + 0.2 * signs * checkerboard                       # the phase varies per image
-    assert gan.grid_coherence(stamped) > 0.95
-    assert gan.grid_coherence(shifted) < 0.05
-    x = shifted.double() - shifted.double().mean((-2, -1), keepdim=True)
-    f = torch.fft.fft2(x)[:, 0][:, [0, 14, 14], [14, 0, 14]]          # by hand, one channel
-    want = f.mean(0).abs().square().sum() / f.abs().square().mean(0).sum()
-    assert gan.grid_coherence(shifted) == pytest.approx(want.item())
-    with pytest.raises(ValueError, match=r"even H and W, got \(2, 1, 27, 27\)"):
-        gan.grid_coherence(torch.zeros(2, 1, 27, 27))
+    blurred = nn.functional.avg_pool2d(torch.rand(400, 1, 30, 30, generator=g), 3, stride=1)
+    real_a, real_b = blurred[:200], blurred[200:]
+    assert gan.period2_power(real_a, real_a) == pytest.approx(1.0)
+    assert 0.7 < gan.period2_power(real_a, real_b) < 1.4          # two samples of the same kind
+    assert gan.period2_power(real_a + 0.05 * checkerboard, real_b) > 10
+    assert gan.period2_power(real_a + 0.05 * stripes, real_b) > 10  # any of the three frequencies
+    x = real_a.double() - real_a.double().mean((-2, -1), keepdim=True)
+    p = torch.fft.fft2(x).abs().square().mean((0, 1))
+    y = real_b.double() - real_b.double().mean((-2, -1), keepdim=True)
+    q = torch.fft.fft2(y).abs().square().mean((0, 1))
+    by_hand = max((p[i, j] / p.sum()) / (q[i, j] / q.sum()) for i, j in [(0, 14), (14, 0), (14, 14)])
+    assert gan.period2_power(real_a, real_b) == pytest.approx(by_hand.item())
+    with pytest.raises(ValueError, match=r"expects reference \(N, C, H, W\) with even H and W, got \(2, 1, 27, 27\)"):
+        gan.period2_power(real_a, torch.zeros(2, 1, 27, 27))
