@@ -10,9 +10,11 @@ log(1 - D(G(z))) or the non-saturating one -log D(G(z)) (Goodfellow et al., 2014
 
 Chapter 7 (chapters/07_gans) teaches these pieces.
 """
+import contextlib
 import math
 import numbers
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -215,6 +217,134 @@ class Features(nn.Module):
 
     def forward(self, x):
         return self.body(x.float()).flatten(1)
+
+
+# The feature classifier's one setting, whatever the budget and device, so that Frechet distances
+# and class shares from different budgets, devices and pages are read in the same feature space.
+# The last HELD_OUT images of a fixed permutation of the training set are never trained on: real
+# images the classifier did not see, for the Frechet distance's floor. Smoke (CI) trains a tiny one.
+FEATURE_CLASSIFIER = dict(seed=0, epochs=4, batch_size=256, lr=2e-3, train_size=50_000, held_out=10_000)
+FEATURE_CLASSIFIER_SMOKE = dict(FEATURE_CLASSIFIER, epochs=2, train_size=4_096, held_out=512)
+
+
+@dataclass
+class FeatureClassifier:
+    """What feature_classifier() returns: the classifier, its features and what it was measured on."""
+    model: nn.Module          # LeNet-5 (modern) in eval mode; takes images in [0, 1]
+    features: Features        # its last hidden layer's 84 units
+    test_accuracy: float      # on all 10,000 Fashion-MNIST test images
+    held_out: torch.Tensor    # training images it never saw, float in [0, 1], on its device
+    setting: dict
+
+    def __str__(self):
+        s = self.setting
+        return (f"LeNet-5 (modern): seed {s['seed']}, {s['epochs']} epochs on {s['train_size']:,} training "
+                f"images,\nAdam lr {s['lr']:g}, batch {s['batch_size']}; test accuracy {self.test_accuracy:.1%}; "
+                f"{s['held_out']:,} training images held out")
+
+
+def feature_classifier(device=None, *, budget=None, root=None):
+    """LeNet-5 (modern) trained on Fashion-MNIST at one fixed setting whatever the page's budget
+    (FEATURE_CLASSIFIER; smoke: FEATURE_CLASSIFIER_SMOKE): chapter 7's eyes for the class shares
+    of samples and the Frechet distance (07_gans/03_dcgan, 04_conditional_gan_and_fid)."""
+    from . import config, data
+    from .models import lenet5_modern
+    from .train import evaluate, fit
+    s = classifier_setting(budget or config.budget_name())
+    device = torch.device(device or config.device())
+    images, labels = data.load("FashionMNIST", train=True, root=root)
+    train, held_out = classifier_split(len(labels), s)
+    test_images, test_labels = data.load("FashionMNIST", train=False, root=root)
+    train_loader = data.TensorLoader(images[train], labels[train], s["batch_size"], shuffle=True,
+                                     drop_last=True, device=device, seed=s["seed"])
+    test_loader = data.TensorLoader(test_images, test_labels, 1000, device=device)
+    with _seeded(s["seed"]):
+        model = lenet5_modern().to(device)
+        fit(model, train_loader, epochs=s["epochs"], optimizer=torch.optim.Adam(model.parameters(), s["lr"]),
+            device=device, amp=False, quiet=True)   # float32 on every device
+    model.eval()
+    features = Features(nn.Sequential(model.features, *model.classifier[:-1]), num_features=84)
+    return FeatureClassifier(model, features, evaluate(model, test_loader, amp=False)["acc"],
+                             images[held_out].float().div(255).to(device), s)
+
+
+def classifier_setting(budget):
+    """The feature classifier's setting: the same for cpu and full, a tiny one for smoke."""
+    if budget not in ("smoke", "cpu", "full"):
+        raise ValueError(f"budget must be 'smoke', 'cpu' or 'full', got {budget!r}")
+    return dict(FEATURE_CLASSIFIER_SMOKE if budget == "smoke" else FEATURE_CLASSIFIER)
+
+
+def classifier_split(n, setting):
+    """(train, held_out) indices into the n training images: a fixed permutation's first
+    train_size and last held_out, disjoint by construction."""
+    if setting["train_size"] + setting["held_out"] > n:
+        raise ValueError(f"train_size + held_out must be at most the {n} training images, got "
+                         f"{setting['train_size']} + {setting['held_out']}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(setting["seed"]))
+    return order[:setting["train_size"]], order[n - setting["held_out"]:]
+
+
+@contextlib.contextmanager
+def _seeded(seed):
+    """Run with torch's global generators seeded, then put them back as they were, so the
+    page's own random draws do not depend on whether it trained the classifier first."""
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def class_shares(classifier, images, num_classes=10, batch_size=1000):
+    """The share of `images` (in [0, 1]) that `classifier` puts in each class: a tensor that sums to 1.
+
+    Of unconditional samples, a class far below 1 / num_classes is one the generator drops."""
+    device = next(classifier.parameters()).device
+    predicted = torch.cat([classifier(chunk.to(device)).argmax(1).cpu() for chunk in images.split(batch_size)])
+    return torch.bincount(predicted, minlength=num_classes).float() / len(predicted)
+
+
+@torch.no_grad()
+def generate(gan, n, *, seed=0, y=None, batch_size=1000):
+    """n samples of a trained GAN as images in [0, 1], from noise seeded by `seed` (y: labels
+    of a conditional GAN, one per sample)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, gan.latent_dim, generator=g)
+    ys = [None] * len(z.split(batch_size)) if y is None else y.split(batch_size)
+    return torch.cat([(gan.sample(z=chunk, y=labels) + 1) / 2 for chunk, labels in zip(z.split(batch_size), ys)])
+
+
+@torch.no_grad()
+def nearest_neighbours(samples, pool, batch_size=256):
+    """(distances, indices): each sample's nearest image in `pool` by pixel L2 distance.
+
+    A generator that memorised its training set returns near-copies (distance close to 0)."""
+    pool = pool.flatten(1).float()
+    best = [torch.cdist(chunk.flatten(1).float().to(pool.device), pool).min(dim=1) for chunk in samples.split(batch_size)]
+    return torch.cat([b.values for b in best]), torch.cat([b.indices for b in best])
+
+
+def period2_power(images, reference):
+    """How many times more of their spectral power `images` put at period 2 pixels than the
+    `reference` images do: at each of the three frequencies of period 2 (stripes along x,
+    stripes along y, the checkerboard), the images' share of their power (each image's mean
+    removed) over the reference's share; the largest of the three ratios.
+
+    A stride-2 transposed convolution computes the even and the odd output pixels with
+    different parts of its kernel, so an imbalance between them repeats every 2 pixels
+    (Odena et al., 2016): a generator's grid artefacts show up as a ratio above 1 against real
+    images (another sample of real images gives about 1)."""
+    ratio = _period2_shares(images, "images") / _period2_shares(reference, "reference")
+    return ratio.max().item()
+
+
+def _period2_shares(images, name):
+    if images.ndim != 4 or images.shape[-1] % 2 or images.shape[-2] % 2:
+        raise ValueError(f"period2_power expects {name} (N, C, H, W) with even H and W, got {tuple(images.shape)}")
+    x = images.detach().cpu().double()
+    power = torch.fft.fft2(x - x.mean(dim=(-2, -1), keepdim=True)).abs().square().mean(dim=(0, 1))
+    h, w = power.shape
+    return power[[0, h // 2, h // 2], [w // 2, 0, w // 2]] / power.sum()
 
 
 def frechet_score(features, real, fake, batch_size=500):

@@ -11,7 +11,7 @@ from cnnlib.models import dcgan
 
 def test_generator_and_discriminator_shapes():
     torch.manual_seed(0)
-    G, D = dcgan.dcgan_generator(latent_dim=16, width=8), dcgan.dcgan_discriminator(width=8)
+    G, D = dcgan.dcgan_generator(latent_dim=16, channels=8), dcgan.dcgan_discriminator(channels=8)
     x = G(torch.randn(5, 16))
     assert x.shape == (5, 1, 28, 28)
     assert x.min() >= -1 and x.max() <= 1  # tanh output
@@ -23,7 +23,7 @@ def test_generator_and_discriminator_shapes():
 
 
 def test_dcgan_guidelines_no_pooling_and_batch_norm_where_due():
-    G, D = dcgan.dcgan_generator(width=8), dcgan.dcgan_discriminator(width=8)
+    G, D = dcgan.dcgan_generator(channels=8), dcgan.dcgan_discriminator(channels=8)
     kinds = {type(m) for m in [*G.modules(), *D.modules()]}
     assert not kinds & {nn.MaxPool2d, nn.AvgPool2d}
     assert isinstance(G.upsample[-1], nn.Tanh)
@@ -33,8 +33,8 @@ def test_dcgan_guidelines_no_pooling_and_batch_norm_where_due():
 
 def test_conditional_variant_uses_the_label():
     torch.manual_seed(0)
-    G = dcgan.dcgan_generator(latent_dim=16, width=8, num_classes=10).eval()
-    D = dcgan.dcgan_discriminator(width=8, num_classes=10)
+    G = dcgan.dcgan_generator(latent_dim=16, channels=8, num_classes=10).eval()
+    D = dcgan.dcgan_discriminator(channels=8, num_classes=10)
     z = torch.randn(4, 16)
     a, b = G(z, torch.zeros(4, dtype=torch.long)), G(z, torch.full((4,), 3))
     assert a.shape == (4, 1, 28, 28) and not torch.allclose(a, b)
@@ -119,7 +119,7 @@ def test_frechet_score_sanity_and_from_scratch():
 
 def test_one_training_step_updates_both_networks_and_fit_runs_it():
     torch.manual_seed(0)
-    pair = gan.GAN(dcgan.dcgan_generator(latent_dim=16, width=8), dcgan.dcgan_discriminator(width=8))
+    pair = gan.GAN(dcgan.dcgan_generator(latent_dim=16, channels=8), dcgan.dcgan_discriminator(channels=8))
     opt_g = torch.optim.Adam(pair.generator.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(pair.discriminator.parameters(), 2e-4, betas=(0.5, 0.999))
     step = gan.GANStep(pair, opt_g, opt_d, scale_images=True)
@@ -184,8 +184,8 @@ def test_gan_names_a_generator_without_latent_dim_or_with_a_wrong_one():
 
 def test_the_probe_leaves_the_generator_as_it_was():
     torch.manual_seed(0)
-    G = dcgan.dcgan_generator(latent_dim=16, width=8, num_classes=10)
-    D = dcgan.dcgan_discriminator(width=8, num_classes=10)
+    G = dcgan.dcgan_generator(latent_dim=16, channels=8, num_classes=10)
+    D = dcgan.dcgan_discriminator(channels=8, num_classes=10)
     before = {k: v.clone() for k, v in G.state_dict().items()}
     state = torch.get_rng_state()
     gan.GAN(G, D)
@@ -195,7 +195,7 @@ def test_the_probe_leaves_the_generator_as_it_was():
 
 def test_a_tanh_generator_on_unscaled_images_warns_once():
     torch.manual_seed(0)
-    pair = gan.GAN(dcgan.dcgan_generator(latent_dim=16, width=8), dcgan.dcgan_discriminator(width=8))
+    pair = gan.GAN(dcgan.dcgan_generator(latent_dim=16, channels=8), dcgan.dcgan_discriminator(channels=8))
     opts = [torch.optim.Adam(pair.generator.parameters()), torch.optim.Adam(pair.discriminator.parameters())]
     batch = (torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
     step = gan.GANStep(pair, *opts)
@@ -245,3 +245,155 @@ def test_frechet_score_refuses_images_outside_0_1():
         gan.frechet_score(features, real, real * 255)
     with pytest.raises(ValueError, match=r"the real images range over \[-0\.99"):
         gan.frechet_score(features, real * 2 - 1, real)
+
+
+# ---- resize-then-convolve upsampling, and the chapter's measures of samples ----------------------
+
+@pytest.mark.parametrize("num_classes", [None, 10])
+def test_resize_upsampling_gives_28x28_without_transposed_convolutions(num_classes):
+    torch.manual_seed(0)
+    G = dcgan.dcgan_generator(latent_dim=16, channels=8, num_classes=num_classes, upsample="resize")
+    y = torch.arange(5) if num_classes else None
+    x = G(torch.randn(5, 16), y) if num_classes else G(torch.randn(5, 16))
+    assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    kinds = [type(m) for m in G.modules()]
+    assert nn.ConvTranspose2d not in kinds and kinds.count(nn.Upsample) == 2
+    assert isinstance(G.upsample[-1], nn.Tanh)
+    assert [m.weight.shape[-1] for m in G.modules() if isinstance(m, nn.Conv2d)] == [3, 3]
+
+
+def test_resize_then_convolve_equals_nearest_interpolation_then_conv2d():
+    torch.manual_seed(0)
+    layer = dcgan.UPSAMPLING["resize"](6, 4, bias=True)
+    h = torch.randn(2, 6, 7, 7)
+    conv = layer[1]
+    want = nn.functional.conv2d(nn.functional.interpolate(h, scale_factor=2, mode="nearest"),
+                                conv.weight, conv.bias, padding=1)
+    assert torch.allclose(layer(h), want, atol=1e-6) and want.shape == (2, 4, 14, 14)
+
+
+def test_upsampling_overlap_even_for_resize_and_kernel_4_uneven_for_kernel_3():
+    """Odena et al. (2016): a stride-2 transposed convolution whose kernel the stride does not divide
+    covers some output pixels more often than others; kernel 4 and resize-then-convolve do not."""
+    ones = torch.ones(1, 1, 7, 7)
+    def coverage(layer):
+        conv = layer[1] if isinstance(layer, nn.Sequential) else layer
+        nn.init.ones_(conv.weight)
+        with torch.no_grad():
+            return layer(ones)[0, 0, 4:-4, 4:-4]   # away from the borders
+    uneven = coverage(nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, bias=False))
+    assert set(uneven.unique().tolist()) == {1.0, 2.0, 4.0}
+    assert coverage(dcgan.UPSAMPLING["transposed"](1, 1, bias=False)).unique().tolist() == [4.0]
+    assert coverage(dcgan.UPSAMPLING["resize"](1, 1, bias=False)).unique().tolist() == [9.0]
+
+
+def test_generator_names_an_unknown_upsampling():
+    with pytest.raises(ValueError, match="upsample must be one of 'transposed', 'resize', got 'bilinear'"):
+        dcgan.dcgan_generator(upsample="bilinear")
+
+
+def test_generate_gives_seeded_images_in_0_1():
+    torch.manual_seed(0)
+    pair = gan.GAN(dcgan.dcgan_generator(latent_dim=8, channels=4), dcgan.dcgan_discriminator(channels=4))
+    a, b = gan.generate(pair, 7, seed=3, batch_size=3), gan.generate(pair, 7, seed=3)
+    assert a.shape == (7, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
+    assert torch.allclose(a, b, atol=1e-6)   # the same noise, in chunks or not
+    assert not torch.allclose(a, gan.generate(pair, 7, seed=4))
+    z = torch.randn(7, 8, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(a, (pair.sample(z=z) + 1) / 2, atol=1e-6)
+
+
+def test_generate_passes_labels_to_a_conditional_gan():
+    torch.manual_seed(0)
+    pair = gan.GAN(dcgan.dcgan_generator(latent_dim=8, channels=4, num_classes=10),
+                   dcgan.dcgan_discriminator(channels=4, num_classes=10))
+    y = torch.tensor([0, 1, 2, 3, 4])
+    z = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(gan.generate(pair, 5, y=y, batch_size=2), (pair.sample(z=z, y=y) + 1) / 2, atol=1e-6)
+
+
+class _ByBrightness(nn.Module):
+    """A stand-in classifier: the class is the image's mean brightness in tenths."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return nn.functional.one_hot((x.mean((1, 2, 3)) * 10).long().clamp(0, 9), 10).float()
+
+
+def test_class_shares_count_the_classifiers_predictions():
+    brightness = torch.tensor([0.05] * 6 + [0.55] * 3 + [0.95])   # classes 0, 5 and 9
+    images = brightness[:, None, None, None].expand(-1, 1, 28, 28)
+    shares = gan.class_shares(_ByBrightness(), images, batch_size=4)
+    want = torch.zeros(10)
+    want[[0, 5, 9]] = torch.tensor([0.6, 0.3, 0.1])
+    assert torch.allclose(shares, want) and shares.sum() == pytest.approx(1.0)
+
+
+def test_nearest_neighbours_match_brute_force_and_find_copies():
+    g = torch.Generator().manual_seed(0)
+    pool, samples = torch.rand(50, 1, 28, 28, generator=g), torch.rand(9, 1, 28, 28, generator=g)
+    samples[4] = pool[17]   # a memorised image
+    dist, idx = gan.nearest_neighbours(samples, pool, batch_size=4)
+    full = torch.cdist(samples.flatten(1), pool.flatten(1))
+    assert torch.equal(idx, full.argmin(1))
+    assert torch.allclose(dist, full.min(1).values, atol=1e-4)
+    assert idx[4] == 17 and dist[4] < 1e-3
+
+
+def test_feature_classifier_setting_is_the_same_for_cpu_and_full_and_tiny_for_smoke():
+    assert gan.classifier_setting("cpu") == gan.classifier_setting("full") == gan.FEATURE_CLASSIFIER
+    smoke = gan.classifier_setting("smoke")
+    assert smoke["train_size"] < gan.FEATURE_CLASSIFIER["train_size"]
+    with pytest.raises(ValueError, match="budget must be 'smoke', 'cpu' or 'full', got 'gpu'"):
+        gan.classifier_setting("gpu")
+
+
+def test_classifier_split_holds_out_images_the_classifier_never_sees():
+    setting = gan.classifier_setting("cpu")
+    train, held_out = gan.classifier_split(60_000, setting)
+    assert len(train) == 50_000 and len(held_out) == 10_000
+    assert not set(train.tolist()) & set(held_out.tolist())
+    assert torch.equal(train, gan.classifier_split(60_000, setting)[0])   # fixed, not drawn anew
+    with pytest.raises(ValueError, match="train_size \\+ held_out must be at most the 100 training images"):
+        gan.classifier_split(100, setting)
+
+
+def test_feature_classifier_at_the_smoke_setting():
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    torch.manual_seed(5)
+    fc = gan.feature_classifier("cpu", budget="smoke")
+    assert torch.equal(torch.rand(3), before)   # the page's own random draws are left as they were
+    s = gan.FEATURE_CLASSIFIER_SMOKE
+    assert fc.setting == s and 0.5 < fc.test_accuracy <= 1   # 10 classes: chance is 0.1
+    images, _ = data.load("FashionMNIST", train=True)
+    held = gan.classifier_split(len(images), s)[1]
+    assert torch.equal(fc.held_out, images[held].float() / 255)
+    assert fc.features(fc.held_out[:5]).shape == (5, 84) and not fc.model.training
+    again = gan.feature_classifier("cpu", budget="smoke")
+    assert all(torch.equal(a, b) for a, b in zip(fc.model.state_dict().values(), again.model.state_dict().values()))
+    assert f"{s['train_size']:,} training images" in str(fc)
+
+
+def test_period2_power_finds_a_grid_against_the_reference_images():
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(28), torch.arange(28), indexing="ij")
+    checkerboard = ((yy + xx) % 2).float() - 0.5
+    stripes = (xx % 2).float() - 0.5
+    blurred = nn.functional.avg_pool2d(torch.rand(400, 1, 30, 30, generator=g), 3, stride=1)
+    real_a, real_b = blurred[:200], blurred[200:]
+    assert gan.period2_power(real_a, real_a) == pytest.approx(1.0)
+    assert 0.7 < gan.period2_power(real_a, real_b) < 1.4          # two samples of the same kind
+    assert gan.period2_power(real_a + 0.05 * checkerboard, real_b) > 10
+    assert gan.period2_power(real_a + 0.05 * stripes, real_b) > 10  # any of the three frequencies
+    x = real_a.double() - real_a.double().mean((-2, -1), keepdim=True)
+    p = torch.fft.fft2(x).abs().square().mean((0, 1))
+    y = real_b.double() - real_b.double().mean((-2, -1), keepdim=True)
+    q = torch.fft.fft2(y).abs().square().mean((0, 1))
+    by_hand = max((p[i, j] / p.sum()) / (q[i, j] / q.sum()) for i, j in [(0, 14), (14, 0), (14, 14)])
+    assert gan.period2_power(real_a, real_b) == pytest.approx(by_hand.item())
+    with pytest.raises(ValueError, match=r"expects reference \(N, C, H, W\) with even H and W, got \(2, 1, 27, 27\)"):
+        gan.period2_power(real_a, torch.zeros(2, 1, 27, 27))

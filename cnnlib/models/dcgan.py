@@ -1,21 +1,24 @@
 """GAN generators and discriminators: DCGAN (Radford et al., 2016) for 28x28 images, and MLPs
-for 2-D toy distributions.
+for 2-D toy distributions (chapter 7, chapters/07_gans).
 
-DCGAN's guidelines, each visible below:
-- no pooling: the discriminator downsamples with strided convolutions, the generator upsamples
-  with strided transposed convolutions;
-- batch norm in both networks, except the generator's output and the discriminator's input layer;
-- ReLU in the generator (tanh at its output, so images live in [-1, 1]), LeakyReLU(0.2) in the
-  discriminator;
-- no hidden fully connected layers: the generator's first layer is one linear projection of z to
-  a small stack of maps, the discriminator's last layer one linear read-out of its last maps;
-- weights drawn from N(0, 0.02).
+DCGAN's five architecture guidelines, each visible below:
+1. no pooling: strided convolutions in the discriminator, fractional-strided (transposed)
+   convolutions in the generator, so both networks learn their own resampling;
+2. batch norm in both networks, except the generator's output and the discriminator's input layer;
+3. no fully connected hidden layers: the generator's first layer is one linear projection of z
+   to a small stack of maps, the discriminator's last layer one linear read-out of its last maps;
+4. ReLU in the generator, tanh at its output (images in [-1, 1]);
+5. LeakyReLU (slope 0.2) in the discriminator.
+The paper's training details add weights drawn from N(0, 0.02) (dcgan_init) and Adam with
+lr 2e-4, beta1 0.5. It works at 64x64 with four stride-2 layers; 28x28 takes two (7 -> 14 -> 28).
+`upsample="resize"` replaces the generator's transposed convolutions by a nearest-neighbour
+resize and a 3x3 convolution (Odena, Dumoulin & Olah, 2016), against checkerboard artefacts.
 
-The paper works at 64x64 with four stride-2 layers; 28x28 takes two (7 -> 14 -> 28).
 A conditional variant (Mirza & Osindero, 2014) takes a class label: the generator reads
 [z, embedding(y)], the discriminator reads the image with y as one-hot constant planes.
 
-- dcgan_generator(), dcgan_discriminator(): 28x28 images, optionally conditional.
+- dcgan_generator(), dcgan_discriminator(): 28x28 images, optionally conditional; `channels`
+  is an absolute number of maps (14x14 maps; twice as many at 7x7).
 - toy_generator(), toy_discriminator(): MLPs for 2-D points; minibatch_std=True gives the
   discriminator the spread of the batch as one more feature (a remedy for mode collapse).
 """
@@ -26,20 +29,47 @@ from ._checks import check_input
 from ._registry import register
 
 
+def _transposed(c_in, c_out, bias):
+    """Kernel 4, stride 2, padding 1: (n - 1) * 2 - 2 + 4 = 2n."""
+    return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=bias)
+
+
+def _resize_then_convolve(c_in, c_out, bias):
+    """Every output pixel comes from the same 3x3 kernel: no uneven overlap."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                         nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias))
+
+
+UPSAMPLING = {"transposed": _transposed, "resize": _resize_then_convolve}
+
+
 class Generator(nn.Module):
-    def __init__(self, latent_dim=64, width=32, out_channels=1, num_classes=None):
+    """z (and a label y, if conditional) -> a 28x28 image in [-1, 1].
+
+    channels: the maps at 14x14 (twice as many at 7x7), an absolute count.
+    upsample: "transposed" (stride-2 transposed convolutions, kernel 4, as the paper) or
+    "resize" (nearest-neighbour resize by 2, then a 3x3 convolution: the remedy of Odena,
+    Dumoulin & Olah (2016) for the checkerboard artefacts of transposed convolutions).
+    """
+
+    def __init__(self, latent_dim=64, channels=32, out_channels=1,
+                 num_classes=None, upsample="transposed"):
         super().__init__()
+        _check_upsample(upsample)
         self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.embed = nn.Embedding(num_classes, num_classes) if num_classes else None
-        in_dim = latent_dim + (num_classes or 0)
-        self.project = nn.Sequential(  # z -> 2w maps of 7x7
-            nn.Linear(in_dim, 2 * width * 7 * 7, bias=False),
-            nn.Unflatten(1, (2 * width, 7, 7)), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        if num_classes:  # a learned embedding of the label, appended to z
+            self.embed = nn.Embedding(num_classes, num_classes)
+        else:
+            self.embed = None
+        in_dim, c = latent_dim + (num_classes or 0), channels
+        self.project = nn.Sequential(  # z -> 2c maps of 7x7: one linear layer
+            nn.Linear(in_dim, 2 * c * 7 * 7, bias=False),
+            nn.Unflatten(1, (2 * c, 7, 7)), nn.BatchNorm2d(2 * c), nn.ReLU(),
         )
-        self.upsample = nn.Sequential(  # 7 -> 14 -> 28, no pooling, no unpooling
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, out_channels, 4, stride=2, padding=1), nn.Tanh(),
+        double = UPSAMPLING[upsample]  # 7 -> 14 -> 28, no pooling, no unpooling
+        self.upsample = nn.Sequential(
+            double(2 * c, c, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+            double(c, out_channels, bias=True), nn.Tanh(),  # no batch norm here
         )
 
     def forward(self, z, y=None):
@@ -54,16 +84,17 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Returns one logit per image: D(x) = sigmoid(logit) is the probability that x is real."""
 
-    def __init__(self, width=32, in_channels=1, num_classes=None):
+    def __init__(self, channels=32, in_channels=1, num_classes=None):
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
+        c_in, c = in_channels + (num_classes or 0), channels
         self.features = nn.Sequential(  # 28 -> 14 -> 7 by strided convolutions
-            nn.Conv2d(in_channels + (num_classes or 0), width, 4, stride=2, padding=1),
+            nn.Conv2d(c_in, c, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),  # no batch norm on the input layer
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2),
         )
-        self.read_out = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))
+        self.read_out = nn.Sequential(nn.Flatten(), nn.Linear(2 * c * 7 * 7, 1))
 
     def forward(self, x, y=None):
         check_input(x, model="the DCGAN discriminator", channels=self.in_channels, size=28)
@@ -72,6 +103,11 @@ class Discriminator(nn.Module):
             planes = nn.functional.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
             x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)
         return self.read_out(self.features(x)).squeeze(1)
+
+
+def _check_upsample(upsample):
+    if upsample not in UPSAMPLING:
+        raise ValueError(f"upsample must be one of {', '.join(map(repr, UPSAMPLING))}, got {upsample!r}")
 
 
 def _check_labels(y, num_classes, network):
@@ -99,13 +135,15 @@ def dcgan_init(model):
 
 
 @register((64,))
-def dcgan_generator(latent_dim=64, width=32, out_channels=1, num_classes=None):
-    return dcgan_init(Generator(latent_dim, width, out_channels, num_classes))
+def dcgan_generator(latent_dim=64, channels=32, out_channels=1, num_classes=None, upsample="transposed"):
+    """DCGAN's generator for 28x28 images (see Generator for channels and upsample)."""
+    return dcgan_init(Generator(latent_dim, channels, out_channels, num_classes, upsample))
 
 
 @register((1, 28, 28))
-def dcgan_discriminator(width=32, in_channels=1, num_classes=None):
-    return dcgan_init(Discriminator(width, in_channels, num_classes))
+def dcgan_discriminator(channels=32, in_channels=1, num_classes=None):
+    """DCGAN's discriminator for 28x28 images: channels maps at 14x14, twice as many at 7x7."""
+    return dcgan_init(Discriminator(channels, in_channels, num_classes))
 
 
 class MinibatchStd(nn.Module):
