@@ -31,7 +31,6 @@ NOT_YET = {
     "05_modern_cnns/04_nin", "05_modern_cnns/05_dlfs_deep_cnn",
     "05_modern_cnns/07_resnet", "05_modern_cnns/08_densenet", "05_modern_cnns/09_comparison",
     "90_appendix/01_data_parallel",
-    "07_gans/03_dcgan", "07_gans/04_conditional_gan_and_fid",
 }
 PAGES = sorted(ROOT.glob("chapters/*/*.ipynb"))
 
