@@ -221,7 +221,7 @@ class Features(nn.Module):
 
 # The feature classifier's one setting, whatever the budget and device, so that Frechet distances
 # and class shares from different budgets, devices and pages are read in the same feature space.
-# The last HELD_OUT images of a fixed permutation of the training set are never trained on: real
+# The last `held_out` images of a fixed permutation of the training set are never trained on: real
 # images the classifier did not see, for the Frechet distance's floor. Smoke (CI) trains a tiny one.
 FEATURE_CLASSIFIER = dict(seed=0, epochs=4, batch_size=256, lr=2e-3, train_size=50_000, held_out=10_000)
 FEATURE_CLASSIFIER_SMOKE = dict(FEATURE_CLASSIFIER, epochs=2, train_size=4_096, held_out=512)
