@@ -6,10 +6,10 @@ import os
 # waits cost almost nothing when the cores are free. Effective if cnnlib is imported before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import arith, budget, config, data, models, plot, train
-from .train import evaluate, fit, predict, seed_everything
+from .train import evaluate, fit, predict, seed_everything, train_fresh
 
 __all__ = ["arith", "budget", "config", "data", "evaluate", "fit", "models", "plot", "predict",
-           "seed_everything", "setup", "train"]
+           "seed_everything", "setup", "train", "train_fresh"]
 
 __version__ = "0.1.0"
 

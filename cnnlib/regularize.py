@@ -10,7 +10,7 @@ Mixing takes probabilities (N, K) and refuses class indices (N,): ``one_hot`` th
 
 Layers and noise: ``dropout`` / ``Dropout`` (units), ``DropConnectLinear`` (weights),
 ``BatchNorm2d`` from scratch, ``gaussian_noise`` on inputs (a loader augmentation) and
-``add_weight_noise`` on weights. ``small_cnn`` is the chapter's test bed; ``ensemble_probs``
+``add_weight_noise`` on weights (``noisy_accuracy`` measures robustness to input noise). ``small_cnn`` is the chapter's test bed; ``ensemble_probs``
 averages models and test-time views.
 
 Chapter 3 (chapters/03_regularisation) teaches these pieces.
@@ -397,6 +397,26 @@ def shift(dx, dy):
 
 
 @torch.no_grad()
+@torch.no_grad()
+def noisy_accuracy(model, loader, std, *, seed=0):
+    """Accuracy on `loader` with Gaussian noise of `std` added to every input (one generator, so
+    every model sees the same noise for the same seed)."""
+    if not std >= 0:
+        raise ValueError(f"std must be a non-negative number, got {std!r}")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=getattr(loader, "device", "cpu")).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    correct = seen = 0
+    for x, y in loader:
+        noise = torch.randn(x.shape, generator=generator, device=generator.device)
+        x = (x + std * noise.to(x.device)).to(device)
+        correct += (model(x).argmax(1) == y.to(device)).sum().item()
+        seen += len(y)
+    model.train(was_training)
+    return correct / seen
+
+
 def ensemble_probs(models, x, views=(None,)):
     """Mean softmax over models and test-time views (None is the image as it is)."""
     if not models or not views:

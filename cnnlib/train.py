@@ -1,4 +1,4 @@
-"""The one training loop: fit(), evaluate(), predict().
+"""The one training loop: fit(), evaluate(), predict(), and train_fresh() for comparisons.
 
 fit() trains any model on batches from a loader and gives every chapter the same services:
 budgets, a checkpoint every epoch and resume, a History with plots, progress, a guard against
@@ -198,6 +198,27 @@ def predict(model, loader, *, device=None):
         labels.append(y.cpu())
     model.train(was_training)
     return torch.cat(preds), torch.cat(labels)
+
+
+def train_fresh(build, train_loader, val_loader=None, *, epochs, seed=0, optimizer=None, lr=1e-3,
+                **fit_kwargs):
+    """Seed, build a new model and fit it; returns (model, history). The pages' comparisons use it.
+
+    build(): a new model. The seed fixes its initial weights and the order of its batches, so two
+    runs that differ only in `build`, `lr` or the optimiser are paired by seed.
+    optimizer(params, lr=lr): its class or a factory (torch.optim.Adam when None); further
+    keywords (momentum=...) through functools.partial. fit_kwargs go to fit (quiet unless said).
+    """
+    if isinstance(build, torch.nn.Module) or not callable(build):
+        raise TypeError(f"build must be a function that returns a new model (a builder such as "
+                        f"models.lenet5, or a lambda), got {type(build).__name__}")
+    seed_everything(seed)
+    model = build()
+    make = torch.optim.Adam if optimizer is None else optimizer
+    fit_kwargs.setdefault("quiet", True)
+    history = fit(model, train_loader, val_loader, epochs=epochs, optimizer=make(model.parameters(), lr=lr),
+                  **fit_kwargs)
+    return model, history
 
 
 @dataclass

@@ -87,12 +87,13 @@ def test_encode_decode_round_trip_and_torchvision(g):
     assert torch.allclose(boxes.encode(a, a), torch.zeros(100, 4), atol=1e-6)
 
 
-def test_rpn_head_has_54_outputs_per_position():
+def test_rpn_head_has_one_logit_and_four_deltas_per_anchor():
     head = RPNHead(in_channels=32, num_anchors=9)
     logits, deltas = head([torch.zeros(1, 32, 5, 7)])
-    assert logits[0].shape[1] + deltas[0].shape[1] == 9 * (4 + 1)
-    # torchvision scores each anchor with one logit (sigmoid); the paper's two-way softmax has 2
-    assert 9 * (4 + 2) == 54
+    # torchvision scores each anchor with one logit (sigmoid): 9 x (4 + 1) = 45 outputs a position,
+    # where the paper's two-way softmax has 9 x (4 + 2) = 54
+    assert logits[0].shape == (1, 9, 5, 7)
+    assert deltas[0].shape == (1, 9 * 4, 5, 7)
 
 
 # ---- ties and the edges (each failed before its fix) ----------------------------------------

@@ -350,3 +350,34 @@ def test_ensembles_refuse_nothing_to_average():
         R.ensemble_probs([], torch.zeros(2, 1, 28, 28))
     with pytest.raises(ValueError, match=r"the loader gave no examples"):
         R.ensemble_accuracy([R.small_cnn()], [])
+
+
+def _linear_probe():
+    """A model that predicts class 1 when the first pixel is positive: noise flips it."""
+    model = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-1.0, 0, 0, 0], [1.0, 0, 0, 0]]))
+    return model
+
+
+def test_noisy_accuracy_counts_the_same_noise_as_a_direct_computation():
+    x = torch.full((64, 4), 0.5)
+    y = torch.ones(64, dtype=torch.long)
+    loader = [(x[:40], y[:40]), (x[40:], y[40:])]
+    model = _linear_probe()
+    assert R.noisy_accuracy(model, loader, 0.0) == 1.0
+    g = torch.Generator().manual_seed(3)
+    noisy = torch.cat([x[:40] + 2.0 * torch.randn(40, 4, generator=g), x[40:] + 2.0 * torch.randn(24, 4, generator=g)])
+    expected = (noisy[:, 0] > 0).float().mean().item()
+    assert 0.3 < expected < 0.9  # the noise does flip some answers
+    assert R.noisy_accuracy(model, loader, 2.0, seed=3) == pytest.approx(expected)
+    assert R.noisy_accuracy(model, loader, 2.0, seed=3) == R.noisy_accuracy(model, loader, 2.0, seed=3)
+
+
+def test_noisy_accuracy_restores_training_mode_and_refuses_negative_std():
+    model = nn.Sequential(_linear_probe(), nn.Dropout(0.5))
+    model.train()
+    R.noisy_accuracy(model, [(torch.ones(8, 4), torch.ones(8, dtype=torch.long))], 0.1)
+    assert model.training
+    with pytest.raises(ValueError, match="std must be a non-negative number, got -0.1"):
+        R.noisy_accuracy(model, [], -0.1)

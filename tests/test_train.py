@@ -735,3 +735,25 @@ def test_without_a_dry_run_nothing_is_capped_or_said(monkeypatch, capsys):
     hist = fit(model, tr, epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                loss_fn=counting_loss(calls), quiet=True)
     assert len(hist) == 3 and len(calls) == 3 * 8 and capsys.readouterr().out == ""
+
+
+def test_train_fresh_equals_seeding_building_and_fitting_by_hand():
+    tr, te = loaders()
+    model, hist = train.train_fresh(small_net, tr, te, epochs=2, seed=3, lr=1e-2)
+    train.seed_everything(3)
+    by_hand = small_net()
+    expected = fit(by_hand, tr, te, epochs=2, optimizer=torch.optim.Adam(by_hand.parameters(), lr=1e-2), quiet=True)
+    assert hist["train_loss"] == expected["train_loss"]
+    for a, b in zip(model.parameters(), by_hand.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_train_fresh_takes_an_optimiser_factory_and_differs_by_seed():
+    from functools import partial
+    tr, te = loaders()
+    _, sgd = train.train_fresh(small_net, tr, te, epochs=1, lr=0.5, optimizer=partial(torch.optim.SGD, momentum=0.9))
+    _, other_seed = train.train_fresh(small_net, tr, te, epochs=1, seed=1, lr=0.5,
+                                      optimizer=partial(torch.optim.SGD, momentum=0.9))
+    assert sgd["train_loss"] != other_seed["train_loss"]
+    with pytest.raises(TypeError, match="build must be a function"):
+        train.train_fresh(small_net(), tr, te, epochs=1)
