@@ -83,7 +83,7 @@ def test_output_shapes_imagenet_models(build, sizes):
     lambda: models.googlenet_small(width=0.125),
     lambda: models.resnet18(10, 1, small_input=True, width=0.125),
     lambda: models.densenet_small(growth=4, blocks=(2, 2, 2)),
-    lambda: models.resnet_cifar(8, width=4),
+    lambda: models.resnet_cifar(8, channels=4),
 ])
 @pytest.mark.parametrize("size", [28, 32, 17])
 def test_output_shapes_small_models(build, size):
@@ -142,7 +142,7 @@ def test_plain_and_residual_differ_only_by_the_shortcut(block):
 
 
 def test_plain_network_has_the_same_layers_but_no_shortcuts():
-    res, plain = models.resnet_cifar(20, width=8), models.resnet_cifar(20, width=8, residual=False)
+    res, plain = models.resnet_cifar(20, channels=8), models.resnet_cifar(20, channels=8, residual=False)
     keys = lambda m: {k for k in m.state_dict() if ".downsample." not in k}  # noqa: E731
     assert keys(res) == keys(plain)
     assert count(res) - count(plain) == sum(count(b.downsample) for s in res.stages for b in s
@@ -152,9 +152,9 @@ def test_plain_network_has_the_same_layers_but_no_shortcuts():
 
 def test_plain_and_residual_start_from_the_same_weights():
     torch.manual_seed(0)
-    res = models.resnet_cifar(20, width=8)
+    res = models.resnet_cifar(20, channels=8)
     torch.manual_seed(0)
-    plain = models.resnet_cifar(20, width=8, residual=False)
+    plain = models.resnet_cifar(20, channels=8, residual=False)
     shared = plain.state_dict()
     assert all(torch.equal(v, shared[k]) for k, v in res.state_dict().items() if k in shared)
 
@@ -180,7 +180,7 @@ def test_densenet_channels_grow_by_the_growth_rate():
 def test_resnet_cifar_depth_must_be_6n_plus_2():
     with pytest.raises(ValueError, match="6n"):
         models.resnet_cifar(19)
-    assert models.longest_path(models.resnet_cifar(20, width=4, residual=False), (1, 1, 28, 28)) == 20
+    assert models.longest_path(models.resnet_cifar(20, channels=4, residual=False), (1, 1, 28, 28)) == 20
 
 
 @pytest.mark.parametrize("layers", [
@@ -256,3 +256,44 @@ def test_googlenet_paper_variant_has_table_1s_parameters_5x5_kernels_and_no_batc
 def test_googlenet_refuses_an_unknown_variant():
     with pytest.raises(ValueError, match="variant must be one of 'torchvision', 'paper', got 'caffe'"):
         models.googlenet(variant="caffe")
+
+
+def resnet_cifar_by_hand(n, in_channels=1, classes=10):
+    """He et al.'s CIFAR net counted from its description: 3x3 convolutions without bias, a batch
+    norm (2 numbers a channel) after each, option A shortcuts (no parameters), a linear layer."""
+    conv = lambda c_in, c_out: 9 * c_in * c_out + 2 * c_out  # noqa: E731
+    total = conv(in_channels, 16)
+    for c_in, c in [(16, 16), (16, 32), (32, 64)]:
+        total += conv(c_in, c) + conv(c, c) + (n - 1) * 2 * conv(c, c)
+    return total + 64 * classes + classes
+
+
+@pytest.mark.parametrize("depth", [20, 32, 56])
+def test_resnet_cifar_counts_equal_the_paper_and_its_plain_twin(depth):
+    n = (depth - 2) // 6
+    res, plain = models.resnet_cifar(depth), models.resnet_cifar(depth, residual=False)
+    assert count(res) == count(plain) == resnet_cifar_by_hand(n)
+    paper = {20: 0.27e6, 32: 0.46e6, 56: 0.85e6}[depth]   # Table 6, on 3-channel CIFAR-10
+    assert round(count(models.resnet_cifar(depth, in_channels=3)), -4) == paper
+
+
+def test_option_a_shortcut_is_the_subsampled_input_padded_with_zeros():
+    block = rn.BasicBlock(4, 8, stride=2, shortcut_option="A")
+    x = torch.randn(2, 4, 6, 6)
+    out = block.downsample(x)
+    assert out.shape == (2, 8, 3, 3)
+    assert torch.equal(out[:, :4], x[:, :, ::2, ::2]) and not out[:, 4:].any()
+    assert sum(p.numel() for p in block.downsample.parameters()) == 0
+
+
+def test_shortcut_options_b_and_c_project():
+    counts = {o: count(models.resnet_cifar(8, channels=4, shortcut=o)) for o in "ABC"}
+    b_extra = (4 * 8 + 2 * 8) + (8 * 16 + 2 * 16)                  # two projections with batch norm
+    c_extra = b_extra + (4 * 4 + 2 * 4)                            # and one on the first stage's block
+    assert counts["B"] - counts["A"] == b_extra and counts["C"] - counts["A"] == c_extra
+    assert isinstance(rn.BasicBlock(8, 8, shortcut_option="C").downsample, nn.Sequential)
+    assert rn.BasicBlock(8, 8, shortcut_option="B").downsample is None
+    with pytest.raises(ValueError, match="shortcut must be one of \\('A', 'B', 'C'\\), got 'D'"):
+        models.resnet_cifar(8, shortcut="D")
+    with pytest.raises(TypeError):
+        models.resnet_cifar(8, width=4)   # one name per meaning: channels is a count, width a multiplier

@@ -55,8 +55,8 @@ FIGURES = {
     "resnet18": ({}, torchvision_figure("resnet18"), TORCHVISION),
     "resnet34": ({}, torchvision_figure("resnet34"), TORCHVISION),
     "resnet50": ({}, torchvision_figure("resnet50"), TORCHVISION),
-    "resnet_cifar": ({}, 272_186, "the book: 05_modern_cnns/07_resnet ('ResNet-20: 272,186'; the paper's "
-                                  "Table 6: 0.27M)"),
+    "resnet_cifar": ({}, 269_434, "hand count of the paper's ResNet-20 with option A shortcuts "
+                                  "(tests/test_models_modern.py; the paper's Table 6: 0.27M)"),
     "densenet121": ({}, torchvision_figure("densenet121"), TORCHVISION),
     "densenet_small": ({}, 175_690, "the book: 05_modern_cnns/08_densenet ('DenseNet-BC-40 (k=12, small "
                                     "input): 175,690')"),
@@ -87,9 +87,9 @@ def test_every_builder_is_registered_and_has_a_figure():
 
 def test_build_is_the_builder():
     torch.manual_seed(0)
-    a = models.build("resnet_cifar", depth=8, num_classes=3, width=4)
+    a = models.build("resnet_cifar", depth=8, num_classes=3, channels=4)
     torch.manual_seed(0)
-    b = models.resnet_cifar(8, 3, width=4)
+    b = models.resnet_cifar(8, 3, channels=4)
     assert type(a) is type(b) and all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
                                                                           b.state_dict().values()))
     assert models.input_size("resnet18") == (3, 224, 224)

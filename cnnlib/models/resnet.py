@@ -5,18 +5,22 @@
 - ``PreActBlock``: batch norm and ReLU before each convolution and nothing after the addition,
   y = x + F(x) (He et al., "Identity mappings", 2016): there dy/dx = I + dF/dx exactly.
 
-The first block of a stage halves the map with stride 2 and doubles the channels; its shortcut is
-then a projection (1x1 convolution with stride 2 and batch norm), elsewhere the identity, which
-adds no parameters. ``residual=False`` builds the same network without any shortcut (a "plain"
-network, as in the paper's degradation experiment): same layers, same initialisation, no
-addition and no projection.
+The first block of a stage halves the map with stride 2 and doubles the channels, so its shortcut
+must change shape too; the paper's three options (section 4.1, ``shortcut=``):
+A: the identity, subsampled and padded with zero channels: no parameters (the paper's CIFAR nets);
+B: a projection (1x1 convolution with stride 2 and batch norm) there, the identity elsewhere
+(the paper's ImageNet nets, and torchvision's);
+C: a projection on every shortcut (slightly better in the paper's Table 3, at more parameters).
+``residual=False`` builds the same network without any shortcut (a "plain" network, as in the
+paper's degradation experiment): same layers, same initialisation, no addition and no projection;
+with option A it has exactly the residual network's parameters.
 
 - ``resnet18/34/50``: the ImageNet networks (7x7 stride-2 stem and max pool); at 1000 classes
   their parameter counts equal torchvision's. ``small_input=True`` (for 28x28 or 32x32) swaps
   the stem for one 3x3 stride-1 convolution without the max pool; ``width`` scales the
   channels (64, 128, 256, 512) for a CPU.
 - ``resnet_cifar(depth)``: the paper's CIFAR networks, 6n + 2 layers in three stages of 16, 32
-  and 64 channels (times ``width / 16``).
+  and 64 channels (``channels=`` sets the first stage's count), option A shortcuts.
 """
 import math
 
@@ -33,22 +37,58 @@ def conv3x3(in_channels, out_channels, stride=1):
     return nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
 
 
-def projection(in_channels, out_channels, stride):
-    """The shortcut where the shape changes: 1x1 convolution (strided) and batch norm."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                         nn.BatchNorm2d(out_channels))
+def projection(in_channels, out_channels, stride, norm=True):
+    """A projection shortcut: 1x1 convolution (strided), and batch norm unless pre-activated."""
+    conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if norm else conv
+
+
+class PadShortcut(nn.Module):
+    """Option A: the identity, subsampled by the stride, with zero channels appended. No parameters."""
+
+    def __init__(self, in_channels, out_channels, stride):
+        super().__init__()
+        self.extra, self.stride = out_channels - in_channels, stride
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+    def extra_repr(self):
+        return f"stride={self.stride}, zero channels={self.extra}"
+
+
+SHORTCUTS = ("A", "B", "C")
+
+
+def shortcut(in_channels, out_channels, stride, option="B", norm=True):
+    """A block's shortcut by He et al.'s options (2016, section 4.1); None is the identity.
+
+    A: the identity everywhere, zero-padded where the channels grow: no parameters.
+    B: a projection where the shape changes, the identity elsewhere (torchvision's ResNets).
+    C: a projection on every shortcut.
+    """
+    if option not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {option!r}")
+    changes = stride != 1 or in_channels != out_channels
+    if option == "C" or (option == "B" and changes):
+        return projection(in_channels, out_channels, stride, norm)
+    if option == "A" and changes:
+        if out_channels < in_channels:
+            raise ValueError(f"option A pads channels, so it cannot go from {in_channels} to {out_channels}")
+        return PadShortcut(in_channels, out_channels, stride)
+    return None
 
 
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_channels, channels, stride=1, residual=True):
+    def __init__(self, in_channels, channels, stride=1, residual=True, shortcut_option="B"):
         super().__init__()
         self.conv1, self.bn1 = conv3x3(in_channels, channels, stride), nn.BatchNorm2d(channels)
         self.conv2, self.bn2 = conv3x3(channels, channels), nn.BatchNorm2d(channels)
         self.residual = residual
-        changes = stride != 1 or in_channels != channels
-        self.downsample = projection(in_channels, channels, stride) if residual and changes else None
+        self.downsample = shortcut(in_channels, channels, stride, shortcut_option) if residual else None
 
     def residual_branch(self, x):
         """F(x): everything but the shortcut and the last ReLU."""
@@ -64,15 +104,14 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_channels, channels, stride=1, residual=True):
+    def __init__(self, in_channels, channels, stride=1, residual=True, shortcut_option="B"):
         super().__init__()
         out = channels * self.expansion
         self.conv1, self.bn1 = nn.Conv2d(in_channels, channels, 1, bias=False), nn.BatchNorm2d(channels)
         self.conv2, self.bn2 = conv3x3(channels, channels, stride), nn.BatchNorm2d(channels)
         self.conv3, self.bn3 = nn.Conv2d(channels, out, 1, bias=False), nn.BatchNorm2d(out)
         self.residual = residual
-        changes = stride != 1 or in_channels != out
-        self.downsample = projection(in_channels, out, stride) if residual and changes else None
+        self.downsample = shortcut(in_channels, out, stride, shortcut_option) if residual else None
 
     def residual_branch(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
@@ -90,14 +129,13 @@ class PreActBlock(nn.Module):
     """y = x + F(x), F = conv(relu(bn(conv(relu(bn(x)))))): nothing follows the addition."""
     expansion = 1
 
-    def __init__(self, in_channels, channels, stride=1, residual=True):
+    def __init__(self, in_channels, channels, stride=1, residual=True, shortcut_option="B"):
         super().__init__()
         self.bn1, self.conv1 = nn.BatchNorm2d(in_channels), conv3x3(in_channels, channels, stride)
         self.bn2, self.conv2 = nn.BatchNorm2d(channels), conv3x3(channels, channels)
         self.residual = residual
-        changes = stride != 1 or in_channels != channels
-        self.downsample = (nn.Conv2d(in_channels, channels, 1, stride, bias=False)
-                           if residual and changes else None)
+        self.downsample = (shortcut(in_channels, channels, stride, shortcut_option, norm=False)
+                           if residual else None)
 
     def residual_branch(self, x):
         return self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
@@ -111,7 +149,7 @@ class PreActBlock(nn.Module):
 
 class ResNet(nn.Module):
     def __init__(self, block, layers, num_classes=1000, in_channels=3, *, widths=(64, 128, 256, 512),
-                 small_input=False, residual=True, name="ResNet"):
+                 small_input=False, residual=True, shortcut="B", name="ResNet"):
         super().__init__()
         init_seed = int(torch.randint(2**62, (), device="cpu"))  # drawn before any layer, the same for a plain twin
         self.in_channels, self.name = in_channels, name
@@ -126,7 +164,7 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2  # each later stage: half the map, twice the channels
             blocks = []
             for j in range(n):
-                blocks.append(block(c, width, stride if j == 0 else 1, residual=residual))
+                blocks.append(block(c, width, stride if j == 0 else 1, residual=residual, shortcut_option=shortcut))
                 c = width * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -184,12 +222,14 @@ def resnet50(num_classes=1000, in_channels=3, *, small_input=False, width=1.0, r
 
 
 @register((1, 28, 28))
-def resnet_cifar(depth=20, num_classes=10, in_channels=1, *, width=16, residual=True, preact=False):
-    """He et al.'s CIFAR network: 6n + 2 layers, three stages of n blocks (width, 2 width, 4 width)."""
+def resnet_cifar(depth=20, num_classes=10, in_channels=1, *, channels=16, residual=True, preact=False,
+                 shortcut="A"):
+    """He et al.'s CIFAR network: 6n + 2 layers, three stages of n blocks of `channels`, twice and
+    four times as many; option A shortcuts as in the paper (so a plain twin has the same count)."""
     if not _is_int(depth) or depth < 8 or (depth - 2) % 6:  # n >= 1 block per stage
         raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth!r}")
     n = (depth - 2) // 6
     kind = ("PreAct" if preact else "") + ("ResNet" if residual else "Plain")
     return ResNet(PreActBlock if preact else BasicBlock, [n] * 3, num_classes, in_channels,
-                  widths=(width, 2 * width, 4 * width), small_input=True, residual=residual,
-                  name=f"{kind}-{depth}")
+                  widths=(channels, 2 * channels, 4 * channels), small_input=True, residual=residual,
+                  shortcut=shortcut, name=f"{kind}-{depth}")
