@@ -75,3 +75,37 @@ def misclassified(images, preds, labels, class_names, n=18, ncols=6):
     wrong = (preds != labels).nonzero().flatten()[:n]
     titles = [f"{class_names[labels[i]]}\n→ {class_names[preds[i]]}" for i in wrong.tolist()]
     return image_grid(images[wrong.cpu()], titles, ncols=ncols)
+
+
+# Places tried for a label, in points from its marker: close first, then further out.
+_LABEL_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3) for dx, dy in
+                  ((8, 6), (8, -12), (-8, 6), (-8, -12), (0, 12), (0, -18))]
+
+
+def label_points(ax, xs, ys, names, fontsize=8):
+    """Name each point of a scatter plot, each label joined to its own point by a thin line.
+
+    A label goes to the first place (tried from close to far) where it overlaps no other label
+    and no marker and stays inside the axes; with no free place it takes the farthest one, and
+    its line still shows whose label it is. Returns the annotations, in the order of `names`.
+    """
+    if not len(xs) == len(ys) == len(names):
+        raise ValueError(f"xs, ys and names must have the same length, got {len(xs)}, {len(ys)}, {len(names)}")
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    markers = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
+    taken, labels = [], []
+    for x, y, name in zip(xs, ys, names):
+        for dx, dy in _LABEL_OFFSETS:
+            text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                               ha="left" if dx > 0 else "right" if dx < 0 else "center", va="center",
+                               arrowprops=dict(arrowstyle="-", lw=0.5, color="0.4", shrinkA=0, shrinkB=3))
+            box = text.get_window_extent(renderer).expanded(1.05, 1.15)
+            free = (not any(box.contains(*m) for m in markers) and not any(box.overlaps(b) for b in taken)
+                    and inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1)
+            if free or (dx, dy) == _LABEL_OFFSETS[-1]:
+                break
+            text.remove()
+        taken.append(box)
+        labels.append(text)
+    return labels
