@@ -12,7 +12,7 @@ CONV(16, 5x5) - POOL(2) - FC(120) - FC(84) - FC(classes).
                   as fast as tanh and average pooling (the LeNet page measures both); their
                   advantage shows in deeper networks.
 
-Two details of the paper are simplified, as everyone does: its C3 layer connects each of
+Three details of the paper are simplified, as everyone does: its C3 layer connects each of
 the 16 maps to only some of the 6 input maps (1,516 weights instead of 2,416 here), its
 subsampling layers have a trainable scale and bias, and its output is a layer of Euclidean
 RBF units instead of a linear layer.
