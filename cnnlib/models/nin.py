@@ -7,8 +7,10 @@ outputs one map per class and global average pooling (GAP) turns each map into a
 - nin():       the ImageNet-sized network as d2l writes it (an AlexNet-shaped stem of 11x11
                stride 4, blocks of 96, 256, 384 channels, then num_classes); inputs of at
                least 67x67, 224x224 as in the paper.
-- nin_cifar(): the paper's CIFAR-10 network (blocks 192-160-96, 192-192-192, 192-192-classes,
-               5x5, 5x5 and 3x3 convolutions, dropout between blocks); it reads 32x32 images,
+- nin_cifar(): the authors' released CIFAR-10 model (their Caffe model; the paper's text
+               gives three mlpconv blocks and leaves the details to its supplement): blocks
+               192-160-96, 192-192-192, 192-192-classes, 5x5, 5x5 and 3x3 convolutions,
+               dropout between blocks; it reads 32x32 images,
                and 28x28 ones as they are (any input of at least 7x7). This is the
                small-input choice for NiN; ``width`` scales the channels for a CPU.
 
@@ -61,7 +63,7 @@ def nin(num_classes=1000, in_channels=3, dropout=0.5):
 
 @register((3, 32, 32))
 def nin_cifar(num_classes=10, in_channels=3, width=1.0, dropout=0.5):
-    """The paper's CIFAR-10 NiN (32x32 images); `width` scales the 192/160/96 channels."""
+    """The authors' released CIFAR-10 NiN (32x32 images); `width` scales the 192/160/96 channels."""
     w = lambda c: max(1, round(c * width))  # noqa: E731
     features = nn.Sequential(
         mlpconv(in_channels, (w(192), w(160), w(96)), 5, padding=2), nn.MaxPool2d(3, stride=2),
