@@ -14,9 +14,11 @@ initialisation, a normal with std sqrt(2 / fan_in), biases at zero, exactly as t
 to reproduce the book, or drop it.
 
 The book scales by (1 - p) at test time, PyTorch by 1 / (1 - p) during training ("inverted"
-dropout). The two train the same functions: dropout commutes with the linear layer before it,
-so scaling that layer's weights and bias by (1 - p) turns one network into the other. For the
-dropout on the logits, which has no layer after it, that layer is the output layer itself.
+dropout). The two describe the same functions: the constant factor 1/(1 - p) (not the dropout
+itself) can be folded into the weights and bias of the layer before the dropout, through its
+ReLU (relu(c x) = c relu(x) for c > 0); for the dropout on the logits that layer is the output
+layer itself. Their training trajectories under Adam differ slightly, since Adam is not
+invariant to rescaling the parameters.
 The network is built for 28x28 images (its hidden layer reads a 4x4 map); other sizes are refused.
 """
 import math
