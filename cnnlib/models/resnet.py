@@ -97,7 +97,8 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         out = self.residual_branch(x)
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            skip = x if self.downsample is None else self.downsample(x)
+            out = out + skip
         return F.relu(out)
 
 
@@ -121,7 +122,8 @@ class Bottleneck(nn.Module):
     def forward(self, x):
         out = self.residual_branch(x)
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            skip = x if self.downsample is None else self.downsample(x)
+            out = out + skip
         return F.relu(out)
 
 
@@ -143,7 +145,8 @@ class PreActBlock(nn.Module):
     def forward(self, x):
         out = self.residual_branch(x)
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            skip = x if self.downsample is None else self.downsample(x)
+            out = out + skip
         return out
 
 
