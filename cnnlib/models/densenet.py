@@ -28,7 +28,8 @@ class DenseLayer(nn.Module):
         self.conv2 = nn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False)
 
     def forward(self, x):
-        return self.conv2(F.relu(self.norm2(self.conv1(F.relu(self.norm1(x))))))
+        x = self.conv1(F.relu(self.norm1(x)))     # 1x1: bn_size * k maps
+        return self.conv2(F.relu(self.norm2(x)))  # 3x3: k new maps
 
 
 class DenseBlock(nn.Module):
