@@ -9,7 +9,8 @@ The first block of a stage halves the map with stride 2 and doubles the channels
 must change shape too; the paper's three options (section 4.1, ``shortcut=``):
 A: the identity, subsampled and padded with zero channels: no parameters (the paper's CIFAR nets);
 B: a projection (1x1 convolution with stride 2 and batch norm) there, the identity elsewhere
-(the paper's ImageNet nets, and torchvision's);
+(the paper's 50- to 152-layer ImageNet nets, and torchvision's; its
+18- and 34-layer comparison with plain nets used A);
 C: a projection on every shortcut (slightly better in the paper's Table 3, at more parameters).
 ``residual=False`` builds the same network without any shortcut (a "plain" network, as in the
 paper's degradation experiment): same layers, same initialisation, no addition and no projection;
