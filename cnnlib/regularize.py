@@ -397,7 +397,6 @@ def shift(dx, dy):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def noisy_accuracy(model, loader, std, *, seed=0):
     """Accuracy on `loader` with Gaussian noise of `std` added to every input (one generator, so
     every model sees the same noise for the same seed)."""
@@ -417,6 +416,7 @@ def noisy_accuracy(model, loader, std, *, seed=0):
     return correct / seen
 
 
+@torch.no_grad()
 def ensemble_probs(models, x, views=(None,)):
     """Mean softmax over models and test-time views (None is the image as it is)."""
     if not models or not views:
