@@ -10,8 +10,8 @@ Mixing takes probabilities (N, K) and refuses class indices (N,): ``one_hot`` th
 
 Layers and noise: ``dropout`` / ``Dropout`` (units), ``DropConnectLinear`` (weights),
 ``BatchNorm2d`` from scratch, ``gaussian_noise`` on inputs (a loader augmentation) and
-``add_weight_noise`` on weights (``noisy_accuracy`` measures robustness to input noise). ``small_cnn`` is the chapter's test bed; ``ensemble_probs``
-averages models and test-time views.
+``add_weight_noise`` on weights (``noisy_accuracy`` measures robustness to input noise).
+``small_cnn`` is the chapter's test bed; ``ensemble_probs`` averages models and test-time views.
 
 Chapter 3 (chapters/03_regularisation) teaches these pieces.
 """
