@@ -24,7 +24,7 @@ NOT_YET = {
     "02_optimisation/02_bias_variance", "02_optimisation/03_optimisers",
     "02_optimisation/04_lr_schedules", "03_regularisation/03_mixing_targets",
     "03_regularisation/04_dropout_batchnorm_init", "03_regularisation/05_ensembles_and_tta",
-    "03_regularisation/06_controlled_experiment", "04_cnn_arithmetic/01_convolution",
+    "04_cnn_arithmetic/01_convolution",
     "04_cnn_arithmetic/02_parameters_and_macs", "04_cnn_arithmetic/03_receptive_field_and_pooling",
     "05_modern_cnns/01_lenet", "05_modern_cnns/02_alexnet", "05_modern_cnns/03_vgg",
     "05_modern_cnns/04_nin", "05_modern_cnns/05_dlfs_deep_cnn",
