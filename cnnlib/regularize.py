@@ -10,8 +10,8 @@ Mixing takes probabilities (N, K) and refuses class indices (N,): ``one_hot`` th
 
 Layers and noise: ``dropout`` / ``Dropout`` (units), ``DropConnectLinear`` (weights),
 ``BatchNorm2d`` from scratch, ``gaussian_noise`` on inputs (a loader augmentation) and
-``add_weight_noise`` on weights (``noisy_accuracy`` measures robustness to input noise). ``small_cnn`` is the chapter's test bed; ``ensemble_probs``
-averages models and test-time views.
+``add_weight_noise`` on weights (``noisy_accuracy`` measures robustness to input noise).
+``small_cnn`` is the chapter's test bed; ``ensemble_probs`` averages models and test-time views.
 
 Chapter 3 (chapters/03_regularisation) teaches these pieces.
 """
@@ -397,7 +397,6 @@ def shift(dx, dy):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def noisy_accuracy(model, loader, std, *, seed=0):
     """Accuracy on `loader` with Gaussian noise of `std` added to every input (one generator, so
     every model sees the same noise for the same seed)."""
@@ -417,6 +416,7 @@ def noisy_accuracy(model, loader, std, *, seed=0):
     return correct / seen
 
 
+@torch.no_grad()
 def ensemble_probs(models, x, views=(None,)):
     """Mean softmax over models and test-time views (None is the image as it is)."""
     if not models or not views:
