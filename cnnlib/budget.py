@@ -22,6 +22,7 @@ The budget comes from ``$CNNLIB_BUDGET`` (see ``cnnlib.config``).
 from dataclasses import dataclass, field
 
 from . import config
+from ._text import wrap
 
 
 def _cap(limit):
@@ -55,7 +56,7 @@ class Schedule:
     def __str__(self):
         sizes = f"train {self.train_size or 'all'}, test {self.test_size or 'all'}"
         extra = "".join(f", {k}={v}" for k, v in self.extra.items())
-        return f"{self.budget} budget: {self.epochs} epochs, batch {self.batch_size}, {sizes}{extra}"
+        return wrap(f"{self.budget} budget: {self.epochs} epochs, batch {self.batch_size}, {sizes}{extra}")
 
 
 def schedule(*, epochs, batch_size=256, train_size=None, test_size=None, cpu=None, smoke=None,

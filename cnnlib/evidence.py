@@ -26,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from . import config
+from ._text import wrap
 
 OUTCOMES = ("ahead", "behind", "cannot tell", "cannot rank", "baseline")
 
@@ -119,9 +120,10 @@ def claim(condition, statement, *, budget=None):
     name = budget or config.budget_name()
     held = bool(condition)
     if name == "smoke":
-        print(f"not checked at the smoke budget (here it {'held' if held else 'did not hold'}): {statement}")
+        print(wrap(f"not checked at the smoke budget (here it {'held' if held else 'did not hold'}): "
+                   f"{statement}"))
     elif held:
-        print(f"checked at the {name} budget: {statement}")
+        print(wrap(f"checked at the {name} budget: {statement}"))
     else:
         raise AssertionError(f"the page says {statement!r}, but its outputs at the {name} budget do not show it")
 
@@ -177,6 +179,11 @@ class Comparison:
             size = f"{self._num(r.diff, r.se, signed=True)} +/- {self._num(r.se, r.se)} {self.unit}"
             return f"cannot tell apart at this budget: {size} ({seeds}{holm_note})"
         return f"{r.outcome} by {size} ({seeds}{holm_note})"
+
+    def verdicts(self):
+        """Each configuration against the baseline in words, a line each within the column."""
+        return "\n".join(wrap(f"{name}: {self.verdict(name)}") for name, r in self.rows.items()
+                         if r.outcome != "baseline")
 
     def table(self):
         """The rows as text, about 75 characters wide; differences and means times `scale`."""

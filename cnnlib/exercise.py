@@ -15,6 +15,8 @@ import numbers
 import numpy as np
 import torch
 
+from ._text import wrap
+
 __all__ = ["check"]
 
 
@@ -29,7 +31,7 @@ def check(label, answer, expected=None, *, test=None, hint=None, rel_tol=1e-6, a
     if (expected is None) == (test is None):
         raise ValueError("check needs exactly one of expected= and test=")
     if answer is None or answer is Ellipsis:
-        print(f"{label}: not answered yet (replace None by your answer and run the cell)")
+        print(wrap(f"{label}: not answered yet (replace None by your answer and run the cell)"))
         return
     try:
         right = bool(test(answer)) if test is not None else _equal(answer, expected, rel_tol, abs_tol)
@@ -39,7 +41,7 @@ def check(label, answer, expected=None, *, test=None, hint=None, rel_tol=1e-6, a
         print(f"{label}: right")
     else:
         shown = "" if callable(answer) else f" (got {_short(answer)})"
-        print(f"{label}: not right yet{shown}" + (f". Hint: {hint}" if hint else ""))
+        print(wrap(f"{label}: not right yet{shown}" + (f". Hint: {hint}" if hint else "")))
 
 
 def _equal(answer, expected, rel_tol, abs_tol):

@@ -2,7 +2,7 @@
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-WIDTH = 78  # characters: the book's ~680 px column of code output
+from ._text import COLUMN as WIDTH  # characters: the book's column of code output
 
 
 class History:

@@ -8,6 +8,8 @@ import sys
 
 from tqdm import tqdm
 
+from ._text import COLUMN
+
 
 def in_notebook():
     """True in a Jupyter kernel, Colab's included: its shell, google.colab._shell.Shell, is a subclass
@@ -78,7 +80,7 @@ class Progress:
         return text + (f", loss {loss:.4f}" if loss is not None else "")
 
 
-def summary_text(row, width=78):
+def summary_text(row, width=COLUMN):
     """An epoch's row as "name value" pairs, wrapped to `width` characters (the book's column)."""
     pairs = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()]
     lines = [""]

@@ -18,18 +18,9 @@ spec.loader.exec_module(exercises)
 # Pages whose exercises still use the old form (a solution that assigns the student's name, or
 # none): converted chapter by chapter (issue 22). A converted page must leave this set.
 NOT_YET = {
-    "00_introduction/01_the_course", "00_introduction/02_lenet_end_to_end",
-    "01_mlp/01_linear_models", "01_mlp/02_activations_and_mlps", "01_mlp/03_losses",
-    "01_mlp/04_fashion_mnist", "02_optimisation/03_optimisers",
-    "02_optimisation/04_lr_schedules", "03_regularisation/01_early_stopping_and_weight_decay",
-    "03_regularisation/02_augmentation_and_noise", "03_regularisation/03_mixing_targets",
-    "03_regularisation/04_dropout_batchnorm_init", "03_regularisation/05_ensembles_and_tta",
-    "03_regularisation/06_controlled_experiment", "04_cnn_arithmetic/01_convolution",
-    "04_cnn_arithmetic/02_parameters_and_macs", "04_cnn_arithmetic/03_receptive_field_and_pooling",
     "05_modern_cnns/01_lenet", "05_modern_cnns/02_alexnet", "05_modern_cnns/03_vgg",
     "05_modern_cnns/04_nin", "05_modern_cnns/05_dlfs_deep_cnn",
     "05_modern_cnns/07_resnet", "05_modern_cnns/08_densenet", "05_modern_cnns/09_comparison",
-    "90_appendix/01_data_parallel",
 }
 PAGES = sorted(ROOT.glob("chapters/*/*.ipynb"))
 

@@ -78,7 +78,7 @@ def test_repr_fits_the_book_column_by_wrapping_columns_into_blocks():
     assert len(blocks) == 2 and all(b.split()[0] == "epoch" for b in blocks)  # each block starts with epoch
     headers = [name for b in blocks for name in b.splitlines()[0].split()]
     assert headers.count("epoch") == 2 and set(headers) == set(row)          # no column lost
-    assert blocks[1].splitlines()[2].split() == ["2", "11.8", "2e-06", "1689"]
+    assert blocks[1].splitlines()[2].split() == ["2", "0.0002", "11.8", "2e-06", "1689"]
 
 
 def test_plot_ticks_whole_epochs_only():
