@@ -17,16 +17,20 @@ def _check_integer(name, value, meaning):
 
 
 def kfold(n, k, *, shuffle=False, seed=0):
-    """The k (train indices, validation indices) pairs of k-fold cross-validation.
+    """The k (train indices, validation indices) pairs of k-fold
+    cross-validation.
 
-    The n examples are cut into k folds of nearly equal size (the first n % k folds get one
-    extra, as scikit-learn's KFold does); split i holds fold i out and trains on the other k-1.
+    The n examples are cut into k folds of nearly equal size (the first
+    n % k folds get one extra, as scikit-learn's KFold does); split i holds
+    fold i out and trains on the other k-1.
     """
     _check_integer("n", n, "the number of examples (pass len(dataset))")
     _check_integer("k", k, "the number of folds")
     if not 2 <= k <= n:
-        raise ValueError(f"k must be between 2 and the number of examples {n}, got {k}")
-    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        raise ValueError(f"k must be between 2 and the number of examples "
+                         f"{n}, got {k}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n) if shuffle else np.arange(n)
     sizes = np.full(k, n // k)
     sizes[:n % k] += 1
     bounds = np.concatenate([[0], np.cumsum(sizes)])

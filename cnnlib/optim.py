@@ -266,11 +266,12 @@ class Adam(_RuleOptimizer):
     def update(self, w, g, state, group):
         beta1, beta2 = group["betas"]
         t = state["step"].add_(1)
-        m = state["m"].lerp_(g, 1 - beta1)                       # b1 m + (1 - b1) g
-        v = state["v"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        m = state["m"].lerp_(g, 1 - beta1)             # b1 m + (1 - b1) g
+        v = state["v"].mul_(beta2).addcmul_(g, g, value=1 - beta2)   # g*g
         m_hat = m / (1 - beta1 ** t)
         v_hat = v / (1 - beta2 ** t)
-        w.addcdiv_(m_hat, v_hat.sqrt_().add_(group["eps"]), value=-group["lr"])
+        denominator = v_hat.sqrt_().add_(group["eps"])
+        w.addcdiv_(m_hat, denominator, value=-group["lr"])
 
 
 # Each rule and the torch.optim call that takes the same steps (used by the tests and the book).
@@ -377,17 +378,21 @@ def smooth(losses, beta=0.9):
 
 
 def suggest_lr(lrs, losses, beta=0.9):
-    """A rate from a range test: a tenth of the rate where the smoothed loss was lowest.
+    """A rate from a range test: a tenth of the rate where the smoothed loss
+    was lowest.
 
-    At the minimum the loss is about to blow up; a tenth of it is still on the steep, stable
-    part of the curve (the rule of thumb of Smith's range test and of fastai's finder).
+    At the minimum the loss is about to blow up; a tenth of it is still on
+    the steep, stable part of the curve (fastai's rule of thumb, behind its
+    lr_min; Smith's range test watched accuracy as the rate rose).
     """
     if len(lrs) != len(losses) or len(losses) < 3:
-        raise ValueError(f"a range test curve needs at least 3 points (rates and losses of equal length), "
-                         f"got {len(lrs)} rates and {len(losses)} losses")
+        raise ValueError(f"a range test curve needs at least 3 points "
+                         f"(rates and losses of equal length), got "
+                         f"{len(lrs)} rates and {len(losses)} losses")
     smoothed = smooth(losses, beta)
     lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
     if lowest == 0:
-        raise ValueError("the loss never fell below its first value: the test started too high to "
-                         "show a rate that trains (run it again with a smaller start)")
+        raise ValueError("the loss never fell below its first value: the "
+                         "test started too high to show a rate that trains "
+                         "(run it again with a smaller start)")
     return lrs[lowest] / 10

@@ -10,8 +10,8 @@ Mixing takes probabilities (N, K) and refuses class indices (N,): ``one_hot`` th
 
 Layers and noise: ``dropout`` / ``Dropout`` (units), ``DropConnectLinear`` (weights),
 ``BatchNorm2d`` from scratch, ``gaussian_noise`` on inputs (a loader augmentation) and
-``add_weight_noise`` on weights (``noisy_accuracy`` measures robustness to input noise). ``small_cnn`` is the chapter's test bed; ``ensemble_probs``
-averages models and test-time views.
+``add_weight_noise`` on weights (``noisy_accuracy`` measures robustness to input noise).
+``small_cnn`` is the chapter's test bed; ``ensemble_probs`` averages models and test-time views.
 
 Chapter 3 (chapters/03_regularisation) teaches these pieces.
 """
@@ -43,15 +43,17 @@ def one_hot(y, num_classes):
 
 
 def smooth_targets(y, num_classes, eps):
-    """Label smoothing: the true class gets 1 - eps + eps/K, every other class eps/K."""
+    """Label smoothing: the true class 1 - eps + eps/K, the others eps/K."""
     _check_probability("label smoothing eps", eps)
     return one_hot(y, num_classes) * (1 - eps) + eps / num_classes
 
 
 def soft_cross_entropy(logits, targets):
-    """Cross-entropy against target probabilities (N, K), averaged over the batch."""
-    _check_soft_targets("soft_cross_entropy", targets, len(logits), logits.shape[-1])
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+    """Cross-entropy against target probabilities (N, K), batch mean."""
+    _check_soft_targets("soft_cross_entropy", targets, len(logits),
+                        logits.shape[-1])
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(targets * log_p).sum(dim=1).mean()
 
 
 def _check_soft_targets(who, targets, n, num_classes=None):
@@ -82,9 +84,10 @@ def _mixing_weight(lam, x):
 def mixup(x, targets, lam, partner=None):
     """lam * x + (1 - lam) * partner's x, and the same mix of the targets.
 
-    targets: probabilities (N, K), e.g. one_hot(y, K); class indices are refused (torchvision's
-    v2.MixUp, which knows num_classes, one-hots them itself). lam: a number in [0, 1] or one per
-    example (N,); partner: indices (default: torchvision's pairing, each example with the one
+    targets: probabilities (N, K), e.g. one_hot(y, K); class indices are
+    refused (torchvision's v2.MixUp, which knows num_classes, one-hots them
+    itself). lam: a number in [0, 1] or one per example (N,); partner:
+    indices (default: torchvision's pairing, each example with the one
     before it).
     """
     _check_soft_targets("mixup", targets, len(x))
@@ -107,22 +110,23 @@ def _box_mask(boxes, height, width, device):
 
 
 def cutmix(x, targets, boxes, partner=None):
-    """Paste the partner's pixels inside each box; targets mix by the area kept.
+    """Paste the partner's pixels inside each box; targets mix by area kept.
 
-    boxes: one (x1, y1, x2, y2) for the whole batch (as torchvision) or one per example (N, 4).
-    The weight of an image's own target is 1 - box area / image area. targets: probabilities
-    (N, K), as for mixup.
+    boxes: one (x1, y1, x2, y2) for the whole batch (as torchvision) or one
+    per example (N, 4). The weight of an image's own target is
+    1 - box area / image area. targets: probabilities (N, K), as for mixup.
     """
     _check_soft_targets("cutmix", targets, len(x))
     h, w = x.shape[-2:]
     inside = _box_mask(boxes, h, w, x.device)
     mixed = torch.where(inside, _partner(x, partner), x)
-    lam = 1 - inside.flatten(1).float().mean(dim=1, keepdim=True)   # (N or 1, 1)
+    area = inside.flatten(1).float().mean(dim=1, keepdim=True)  # (N|1, 1)
+    lam = 1 - area
     return mixed, lam * targets + (1 - lam) * _partner(targets, partner)
 
 
 def cutout(x, boxes, value=0.0):
-    """Fill each box with `value`; the target is not touched (it is not a mixing method)."""
+    """Fill each box with `value`; the target is left as it is."""
     return x.masked_fill(_box_mask(boxes, *x.shape[-2:], x.device), value)
 
 
@@ -185,10 +189,11 @@ def random_cutout(size):
 
 
 def mixing_loss(num_classes=10, *, smoothing=0.0, mix=None):
-    """A loss_fn for fit: targets smoothed and/or mixed in training only; accuracy on the labels.
+    """A loss_fn for fit: targets smoothed and/or mixed in training only;
+    accuracy on the labels.
 
-    In evaluation (model.eval()) it is the plain cross-entropy, so validation numbers compare
-    across techniques.
+    In evaluation (model.eval()) it is the plain cross-entropy, so
+    validation numbers compare across techniques.
     """
     _check_probability("label smoothing", smoothing)
 
@@ -202,7 +207,8 @@ def mixing_loss(num_classes=10, *, smoothing=0.0, mix=None):
                 x, targets = mix(x, targets)
         logits = model(x)
         _check_classes(logits, num_classes)
-        return soft_cross_entropy(logits, targets), {"acc": (logits.argmax(dim=1) == y).float().mean()}
+        acc = (logits.argmax(dim=1) == y).float().mean()
+        return soft_cross_entropy(logits, targets), {"acc": acc}
     return loss_fn
 
 
@@ -245,13 +251,15 @@ def add_weight_noise(model, std, kinds=(nn.Conv2d, nn.Linear)):
 # ---- dropout, DropConnect, batch norm ----------------------------------------------------
 
 def dropout(x, p, training=True):
-    """Zero each unit with probability p and scale the survivors by 1/(1-p) (inverted dropout),
-    so the expected value is unchanged and evaluation needs no rescaling."""
+    """Zero each unit with probability p and scale the survivors by 1/(1-p)
+    (inverted dropout): the expected value is unchanged, and evaluation
+    needs no rescaling."""
     _check_probability("dropout probability p", p)
     if not training or p == 0:
         return x
     keep = torch.rand_like(x) >= p
-    return x * keep / (1 - p) if p < 1 else x * keep   # p = 1: zeros, as torch (not 0 / 0)
+    # p = 1 gives zeros, as torch does (not 0 / 0)
+    return x * keep / (1 - p) if p < 1 else x * keep
 
 
 class Dropout(nn.Module):
@@ -287,8 +295,11 @@ class DropConnectLinear(nn.Linear):
         if not self.per_example:
             return F.linear(x, dropout(self.weight, self.p), self.bias)
         if x.ndim != 2:
-            raise ValueError(f"per_example=True expects inputs (N, in_features), got shape {tuple(x.shape)}")
-        weights = dropout(self.weight.expand(len(x), *self.weight.shape), self.p)  # (N, out, in)
+            raise ValueError(f"per_example=True expects inputs (N, "
+                             f"in_features), got shape {tuple(x.shape)}")
+        # one mask per example: (N, out, in)
+        weights = self.weight.expand(len(x), *self.weight.shape)
+        weights = dropout(weights, self.p)
         out = torch.bmm(weights, x.unsqueeze(-1)).squeeze(-1)
         return out if self.bias is None else out + self.bias
 
@@ -321,7 +332,8 @@ class BatchNorm2d(nn.Module):
     def forward(self, x):
         _check_batch_norm_input(x, len(self.weight), self.training)
         if self.training:
-            stats_x = x.to(self.running_mean.dtype)  # float32 statistics, also under autocast
+            # float32 statistics, even under autocast
+            stats_x = x.to(self.running_mean.dtype)
             mean = stats_x.mean(dim=(0, 2, 3))
             var = stats_x.var(dim=(0, 2, 3), unbiased=False)
             n = x.numel() // x.shape[1]
@@ -331,7 +343,8 @@ class BatchNorm2d(nn.Module):
         else:
             mean, var = self.running_mean, self.running_var
         shape = (1, -1, 1, 1)
-        x_hat = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        x_hat = (x - mean.view(shape)) / torch.sqrt(var.view(shape)
+                                                    + self.eps)
         return x_hat * self.weight.view(shape) + self.bias.view(shape)
 
 
@@ -397,7 +410,6 @@ def shift(dx, dy):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def noisy_accuracy(model, loader, std, *, seed=0):
     """Accuracy on `loader` with Gaussian noise of `std` added to every input (one generator, so
     every model sees the same noise for the same seed)."""
@@ -417,16 +429,19 @@ def noisy_accuracy(model, loader, std, *, seed=0):
     return correct / seen
 
 
+@torch.no_grad()
 def ensemble_probs(models, x, views=(None,)):
-    """Mean softmax over models and test-time views (None is the image as it is)."""
+    """Mean softmax over models and test-time views (None: the image)."""
     if not models or not views:
-        raise ValueError(f"ensemble_probs needs at least one model and one view, got {len(models)} "
-                         f"models and {len(views)} views")
+        raise ValueError(f"ensemble_probs needs at least one model and one "
+                         f"view, got {len(models)} models and {len(views)} "
+                         f"views")
     total = 0
     for model in models:
         model.eval()
         for view in views:
-            total = total + F.softmax(model(x if view is None else view(x)).float(), dim=1)
+            logits = model(x if view is None else view(x))
+            total = total + F.softmax(logits.float(), dim=1)
     return total / (len(models) * len(views))
 
 

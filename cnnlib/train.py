@@ -204,8 +204,9 @@ def train_fresh(build, train_loader, val_loader=None, *, epochs, seed=0, optimiz
                 **fit_kwargs):
     """Seed, build a new model and fit it; returns (model, history). The pages' comparisons use it.
 
-    build(): a new model. The seed fixes its initial weights and the order of its batches, so two
-    runs that differ only in `build`, `lr` or the optimiser are paired by seed.
+    build(): a new model. The seed fixes its initial weights and fit's other random draws (dropout,
+    augmentation on the host), so two runs that differ only in `build`, `lr` or the optimiser are
+    paired by seed. A cnnlib loader shuffles by its own `seed`: set it too for a new batch order.
     optimizer(params, lr=lr): its class or a factory (torch.optim.Adam when None); further
     keywords (momentum=...) through functools.partial. fit_kwargs go to fit (quiet unless said).
     """
