@@ -17,6 +17,7 @@ addition and no projection.
   channels (64, 128, 256, 512) for a CPU.
 - ``resnet_cifar(depth)``: the paper's CIFAR networks, 6n + 2 layers in three stages of 16, 32
   and 64 channels (times ``width / 16``).
+Taught in: chapters/05_modern_cnns/07_resnet.ipynb.
 """
 import math
 
