@@ -1,4 +1,6 @@
-"""cnnlib: the models, data and training loop of the course *CNNs from the ground up*."""
+"""cnnlib: the models, data and training loop of the course *CNNs from the ground up*.
+
+Taught in: chapters/00_introduction/01_the_course.ipynb (what cnnlib holds); every chapter uses it."""
 import os
 
 # OpenMP threads that spin while they wait make torch 10x slower on a CPU whose cores are

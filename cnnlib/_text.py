@@ -1,4 +1,6 @@
-"""Printed text within the book's column: 676 px of code output, 8.8 px a character."""
+"""Printed text within the book's column: 676 px of code output, 8.8 px a character.
+
+Used by every chapter's printed output (claims, checks, schedules, histories)."""
 import textwrap
 
 COLUMN = 76  # characters

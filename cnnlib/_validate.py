@@ -1,4 +1,6 @@
-"""The checks that more than one cnnlib module makes on its arguments, written once."""
+"""The checks that more than one cnnlib module makes on its arguments, written once.
+
+Used by every chapter through the modules that check their arguments."""
 import operator
 
 

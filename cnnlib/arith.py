@@ -10,6 +10,7 @@ multiply-add: a conv layer costs out_elements * (in_channels / groups * kh * kw)
 linear layer in_features * out_features per output vector. Biases add no multiplications, so
 they are left out (torchinfo's "mult-adds" count them as one more each). Bad settings raise a
 ValueError that says what is wrong, before torch would fail with a shape error.
+Taught in: chapters/04_cnn_arithmetic (all three pages); used again in chapters 5 and 6.
 """
 from dataclasses import dataclass
 from typing import NamedTuple

@@ -18,6 +18,7 @@ A notebook states its real (full) schedule once, and says what the smaller budge
   seconds; ``smoke=dict(...)`` adds what else must shrink (a width, an image size).
 
 The budget comes from ``$CNNLIB_BUDGET`` (see ``cnnlib.config``).
+Taught in: chapters/00_introduction/02_lenet_end_to_end.ipynb; every page states its schedule with it.
 """
 from dataclasses import dataclass, field
 

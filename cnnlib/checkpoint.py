@@ -10,6 +10,7 @@ flushed to disk, then renamed over the old one, so a crash or Ctrl-C leaves the 
 checkpoint whole. Honest on resume: the model's class, layers and parameter shapes and the
 optimisers' classes are checked before anything is changed; hyperparameters that differ are
 reported (the checkpoint's state wins, as in every framework that resumes).
+Shown in: chapters/05_modern_cnns/05_dlfs_deep_cnn.ipynb (a run stopped and resumed exactly).
 """
 import contextlib
 import os

@@ -12,6 +12,7 @@
 
 The two caps run every notebook's schedule (``CNNLIB_BUDGET=full`` on a CPU included) in a few
 steps, to catch what only that schedule configures: shapes, batch sizes, data-set sizes.
+Taught in: chapters/00_introduction/01_the_course.ipynb (the budget and device line of every page).
 """
 import os
 from pathlib import Path

@@ -7,6 +7,7 @@ Augmentation that can run on a whole batch does (see ``random_crop`` and ``rando
 
     train_loader, test_loader = data.fashion_mnist(batch_size=256)
     for x, y in train_loader: ...      # x: float (N, 1, 28, 28) in [0, 1], y: int64 (N,)
+Taught in: chapters/00_introduction/01_the_course.ipynb and chapters/01_mlp/04_fashion_mnist.ipynb.
 """
 import numbers
 import pickle

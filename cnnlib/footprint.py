@@ -8,6 +8,7 @@ on the CPU and takes a few steps. With CNNLIB_FOOTPRINT_LOG set, fit measures th
   and the bytes of the parameters;
 and appends one line per fit to the log, with the steps the full schedule would take. The
 runtimes page turns these lines into a time and a memory estimate for a GPU it has never run on.
+Shown in: chapters/90_appendix/02_runtimes.ipynb (the T4 estimates).
 """
 import csv
 import os

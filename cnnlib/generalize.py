@@ -3,6 +3,7 @@
     for train_idx, val_idx in kfold(n=100, k=5): ...           # k models, each fit on k-1 folds
     terms = bias_variance(fit_predict, f, x_test, sample_x, noise_std=0.3, n_train=30)
     terms.bias2 + terms.variance + terms.noise   # ~= terms.mse, the expected test error
+Taught in: chapters/02_optimisation/01_generalisation.ipynb and 02_bias_variance.ipynb.
 """
 import numbers
 import reprlib

@@ -1,4 +1,6 @@
-"""Per-epoch metrics of a training run: a list of rows that prints and plots itself."""
+"""Per-epoch metrics of a training run: a list of rows that prints and plots itself.
+
+Taught in: chapters/00_introduction/02_lenet_end_to_end.ipynb; every training page prints one."""
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 

@@ -1,4 +1,6 @@
-"""Figures a reader would rather look at than read: image grids, confusion matrices, mistakes."""
+"""Figures a reader would rather look at than read: image grids, confusion matrices, mistakes.
+
+Used from chapters/00_introduction (image grids, the confusion matrix) on."""
 import math
 
 import matplotlib.pyplot as plt

@@ -3,6 +3,7 @@
 In a terminal: a tqdm text bar (none when output is not a terminal, as in CI logs).
 In a notebook: one status line and the live training curves, redrawn in place through display
 handles (no widgets, nothing on stderr), so the stored output is just the final state.
+Seen on every training page from chapters/00_introduction/02_lenet_end_to_end.ipynb on.
 """
 import sys
 

@@ -2,6 +2,7 @@
 
     models.names()                            # every registered builder
     models.build("resnet18", num_classes=10)  # = models.resnet18(num_classes=10)
+The families are taught in chapters 1 (MLPs), 5 (LeNet to DenseNet), 6 (YOLO, FCN) and 7 (GANs).
 """
 from ._registry import build, input_size, names
 from .lenet import LeNet, lenet5, lenet5_d2l, lenet5_modern, xavier_init

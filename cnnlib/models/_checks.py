@@ -1,4 +1,6 @@
-"""Input checks shared by the model families: a clear error instead of a shape mismatch."""
+"""Input checks shared by the model families: a clear error instead of a shape mismatch.
+
+Used by every model family of chapters 1 and 5 to 7."""
 import torch.nn as nn
 
 

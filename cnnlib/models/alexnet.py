@@ -31,6 +31,7 @@ Two switches exist for ablations: ``lrn`` and ``overlap`` (3x3 stride-2 pooling,
 Note on LRN: the paper divides by (k + alpha * sum of squares)^beta with k=2, n=5,
 alpha=1e-4, beta=0.75; torch.nn.LocalResponseNorm divides alpha by n, so the paper's layer is
 LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2).
+Taught in: chapters/05_modern_cnns/02_alexnet.ipynb.
 """
 import torch
 import torch.nn as nn

@@ -9,6 +9,7 @@ channels, 2x2 average pool) sits between blocks and shrinks both channels and ma
 - ``densenet121``: growth 32, blocks (6, 12, 24, 16), 64-channel 7x7 stride-2 stem and max pool;
   at 1000 classes its parameter count equals torchvision's (7,978,856).
 - ``densenet_small``: for 28x28 images: a 3x3 stem, three blocks at 28x28, 14x14 and 7x7.
+Taught in: chapters/05_modern_cnns/08_densenet.ipynb.
 """
 import torch
 import torch.nn as nn

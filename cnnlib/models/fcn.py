@@ -12,6 +12,7 @@ connections: FCN-32s has none, FCN-16s one, FCN-8s two).
   from strides 4, 2 and 1 (FCN-8s stops at stride 8 on its stride-32 VGG; thin digit strokes
   need the full resolution) or none, and upsampling by transposed convolution or by
   resize-then-convolve (bilinear resize, then a 3x3 convolution: no checkerboard artefacts).
+Taught in: chapters/06_detection_segmentation/05_fcn_segmentation.ipynb.
 """
 import torch
 import torch.nn as nn

@@ -16,6 +16,7 @@ Three details of the paper are simplified, as everyone does: its C3 layer connec
 the 16 maps to only some of the 6 input maps (1,516 weights instead of 2,416 here), its
 subsampling layers have a trainable scale and bias, and its output is a layer of Euclidean
 RBF units instead of a linear layer.
+Taught in: chapters/05_modern_cnns/01_lenet.ipynb (first trained in chapters/00_introduction).
 """
 import torch
 import torch.nn as nn

@@ -9,6 +9,7 @@ Layers: Flatten - [Linear - activation - (Dropout)] per hidden width - Linear.
 
 The models return logits (unnormalised scores): the softmax lives in the loss
 (``F.cross_entropy``), which computes log-softmax in one numerically stable step.
+Taught in: chapters/01_mlp.
 """
 import math
 

@@ -15,6 +15,7 @@ outputs one map per class and global average pooling (GAP) turns each map into a
                small-input choice for NiN; ``width`` scales the channels for a CPU.
 
 Both end with a ReLU before the pooling, as the paper's network does.
+Taught in: chapters/05_modern_cnns/04_nin.ipynb.
 """
 import torch.nn as nn
 

@@ -22,6 +22,7 @@ with option A it has exactly the residual network's parameters.
   channels (64, 128, 256, 512) for a CPU.
 - ``resnet_cifar(depth)``: the paper's CIFAR networks, 6n + 2 layers in three stages of 16, 32
   and 64 channels (``channels=`` sets the first stage's count), option A shortcuts.
+Taught in: chapters/05_modern_cnns/07_resnet.ipynb.
 """
 import math
 

@@ -13,6 +13,7 @@ resize 28x28 images to 32 (``resize=32`` in cnnlib.data). With ``small_input=Tru
 classifier reads that 1x1x512 map directly instead of copying it into a 7x7 grid (which would
 cost 25,088 x 4,096 weights for nothing), and ``width`` scales the channels and hidden units
 so that the network trains on a CPU.
+Taught in: chapters/05_modern_cnns/03_vgg.ipynb.
 """
 import torch.nn as nn
 

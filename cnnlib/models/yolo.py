@@ -16,6 +16,7 @@ The loss follows the paper's sum of squared errors (lambda_coord = 5, lambda_noo
 "responsible" box is the one of the cell's B boxes that overlaps the object best, its target
 confidence that overlap), except for the classes, scored with cross-entropy instead of squared
 error, which trains faster.
+Taught in: chapters/06_detection_segmentation/03_yolo.ipynb.
 """
 import torch
 import torch.nn as nn
