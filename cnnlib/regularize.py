@@ -419,14 +419,14 @@ def noisy_accuracy(model, loader, std, *, seed=0):
     generator = torch.Generator(device=getattr(loader, "device", "cpu")).manual_seed(seed)
     was_training = model.training
     model.eval()
-    correct = seen = 0
+    correct, seen = torch.zeros((), device=device), 0   # one host sync, as ensemble_accuracy
     for x, y in loader:
         noise = torch.randn(x.shape, generator=generator, device=generator.device)
         x = (x + std * noise.to(x.device)).to(device)
-        correct += (model(x).argmax(1) == y.to(device)).sum().item()
+        correct += (model(x).argmax(1) == y.to(device)).sum()
         seen += len(y)
     model.train(was_training)
-    return correct / seen
+    return correct.item() / seen
 
 
 @torch.no_grad()
