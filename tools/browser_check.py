@@ -44,19 +44,15 @@ NOTE = "note: "          # a line of a page's report that does not fail it
 KNOWN_OVERWIDE = {
     "chapters/03_regularisation/06_controlled_experiment": "3 outputs, widest about 870 px (re-stored)",
     "chapters/05_modern_cnns/03_vgg": "1 output, 93 characters: a verdict line (next store)",
-    "chapters/05_modern_cnns/04_nin": "5 outputs, widest 1,237 px",
     "chapters/05_modern_cnns/05_dlfs_deep_cnn": "5 outputs, widest 1,279 px",
     "chapters/05_modern_cnns/06_googlenet": "3 outputs, widest 942 px",
     "chapters/05_modern_cnns/09_comparison": "1 output, 83 characters: a heading line (next store)",
-    "chapters/06_detection_segmentation/01_boxes_iou_nms": "5 outputs, widest 917 px",
-    "chapters/06_detection_segmentation/02_anchors_and_rcnn_family": "4 outputs, widest 942 px",
     "chapters/06_detection_segmentation/03_yolo": "5 outputs, widest 1,524 px",
     "chapters/06_detection_segmentation/04_faster_rcnn": "2 outputs, widest 1,912 px",
     "chapters/06_detection_segmentation/05_fcn_segmentation": "5 outputs, widest 1,423 px",
     "chapters/07_gans/02_toy_gan_and_mode_collapse": "3 outputs, widest 883 px",
     "chapters/07_gans/03_dcgan": "4 outputs, widest 1,043 px",
     "chapters/07_gans/04_conditional_gan_and_fid": "4 outputs, widest 1,473 px",
-    "chapters/90_appendix/02_runtimes": "3 outputs, widest 1,878 px",
 }
 
 # Text the reader sees outside code: MathJax removes the delimiters of what it typesets.
