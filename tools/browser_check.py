@@ -53,6 +53,7 @@ KNOWN_OVERWIDE = {
     "chapters/07_gans/02_toy_gan_and_mode_collapse": "3 outputs, widest 883 px",
     "chapters/07_gans/03_dcgan": "4 outputs, widest 1,043 px",
     "chapters/07_gans/04_conditional_gan_and_fid": "4 outputs, widest 1,473 px",
+    "chapters/90_appendix/02_runtimes": "3 tables (HTML), widest 825 px: its printed lines fit now",
 }
 
 # Text the reader sees outside code: MathJax removes the delimiters of what it typesets.
