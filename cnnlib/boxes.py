@@ -33,7 +33,8 @@ def box_area(boxes):
 
 
 def box_iou(a, b):
-    """IoU of every box of a (N, 4) with every box of b (M, 4), corner format: (N, M)."""
+    """IoU of every box of a (N, 4) with every box of b (M, 4), corner
+    format: (N, M)."""
     top_left = torch.max(a[:, None, :2], b[None, :, :2])
     bottom_right = torch.min(a[:, None, 2:], b[None, :, 2:])
     inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
@@ -59,13 +60,15 @@ def box_iou_cxcywh(a, b):
 # ---- non-maximum suppression ---------------------------------------------------------------
 
 def nms(boxes, scores, iou_threshold):
-    """Greedy NMS: keep the best box, drop those overlapping it by more than iou_threshold,
-    repeat. Returns the indices kept, best score first (as torchvision.ops.nms).
-    Equal scores keep their index order (a stable sort, as torchvision's): saturated or fp16
-    scores tie often, and an unstable sort would keep other boxes than the library."""
+    """Greedy NMS: keep the best box, drop those overlapping it by more than
+    iou_threshold, repeat. Returns the indices kept, best score first (as
+    torchvision.ops.nms). Equal scores keep their index order (a stable
+    sort, as torchvision's): saturated or fp16 scores tie often, and an
+    unstable sort would keep other boxes than the library."""
     order = scores.argsort(descending=True, stable=True)
     iou = box_iou(boxes, boxes)
-    suppressed = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool,
+                             device=boxes.device)
     keep = []
     for i in order.tolist():
         if suppressed[i]:
