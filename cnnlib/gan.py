@@ -239,7 +239,7 @@ class FeatureClassifier:
     def __str__(self):
         s = self.setting
         return (f"LeNet-5 (modern): seed {s['seed']}, {s['epochs']} epochs on {s['train_size']:,} training "
-                f"images,\nAdam lr {s['lr']:g}, batch {s['batch_size']}; test accuracy {self.test_accuracy:.1%}; "
+                f"images,\nAdam lr {s['lr']:g}, batch {s['batch_size']}; test accuracy {self.test_accuracy:.1%};\n"
                 f"{s['held_out']:,} training images held out")
 
 
