@@ -147,10 +147,12 @@ def dcgan_discriminator(channels=32, in_channels=1, num_classes=None):
 
 
 class MinibatchStd(nn.Module):
-    """Append the batch's mean standard deviation of the features as one more feature.
+    """Append the batch's mean standard deviation of the features as one
+    more feature.
 
-    A generator that puts every sample in one place gives batches with almost no spread, which
-    real batches never have: the discriminator can now see that, and punish it.
+    A generator that puts every sample in one place gives batches with
+    almost no spread, which real batches never have: the discriminator can
+    now see that, and punish it.
     """
 
     def forward(self, h):
