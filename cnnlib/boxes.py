@@ -255,33 +255,42 @@ def _match(pred_boxes, true_boxes, iou_threshold):
     return hit
 
 
-def pr_curve(predictions, truths, label, iou_threshold=0.5, max_detections=100):
-    """Precision and recall after each detection of `label`, best score first, over all images.
+def pr_curve(predictions, truths, label, iou_threshold=0.5,
+             max_detections=100):
+    """Precision and recall after each detection of `label`, best score
+    first, over all images.
 
-    predictions: per image {"boxes", "scores", "labels"}; truths: per image {"boxes", "labels"}.
-    As COCO's evaluation (pycocotools, which torchmetrics runs): an image contributes its
-    max_detections best detections of the class, matched greedily within the image; equal
-    scores keep their order (images in order, then detections as given: stable sorts)."""
+    predictions: per image {"boxes", "scores", "labels"}; truths: per image
+    {"boxes", "labels"}. As COCO's evaluation (pycocotools, which
+    torchmetrics runs): an image contributes its max_detections best
+    detections of the class, matched greedily within the image; equal scores
+    keep their order (images in order, then detections as given: stable
+    sorts)."""
     hits, scores, n_true = [], [], 0
     for p, t in zip(predictions, truths):
         true_boxes = t["boxes"][t["labels"] == label].cpu()
         n_true += len(true_boxes)
         mine = p["labels"] == label
-        s, order = p["scores"][mine].cpu().sort(descending=True, stable=True)
+        s, order = p["scores"][mine].cpu().sort(descending=True,
+                                                 stable=True)
         b = p["boxes"][mine].cpu()[order][:max_detections]
         hits.append(_match(b, true_boxes, iou_threshold))
         scores.append(s[:max_detections])
-    hits = torch.cat(hits)[torch.cat(scores).argsort(descending=True, stable=True)]
+    hits = torch.cat(hits)[torch.cat(scores).argsort(descending=True,
+                                                      stable=True)]
     tp = hits.double().cumsum(0)
     return tp / torch.arange(1, len(tp) + 1), tp / max(n_true, 1)
 
 
 def average_precision(precision, recall, points=101):
-    """COCO's AP: the precision envelope (best precision at any recall >= r), read at `points`
-    recalls from 0 to 1 (0 where the detector never reaches that recall)."""
+    """COCO's AP: the precision envelope (best precision at any recall
+    >= r), read at `points` recalls from 0 to 1 (0 where the detector never
+    reaches that recall)."""
     envelope = precision.flip(0).cummax(0).values.flip(0)
-    levels = torch.from_numpy(np.linspace(0, 1, points)).to(recall)  # COCO's exact levels
-    first = torch.searchsorted(recall, levels)      # the first detection reaching each level
+    # COCO's exact levels
+    levels = torch.from_numpy(np.linspace(0, 1, points)).to(recall)
+    # the first detection reaching each level
+    first = torch.searchsorted(recall, levels)
     reached = first < len(recall)
     return envelope[first[reached]].sum().item() / points
 

@@ -126,8 +126,10 @@ class GANStep:
         loss_g.backward()
         self.opt_g.step()
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-                "d_real": torch.sigmoid(logit_real).mean().detach(),  # D's belief, before its update
-                "d_fake": torch.sigmoid(logit_fake).mean().detach()}  # after it: what G trained on
+                # D's belief, before its update
+                "d_real": torch.sigmoid(logit_real).mean().detach(),
+                # after it: what G trained on
+                "d_fake": torch.sigmoid(logit_fake).mean().detach()}
 
 
     def _warn_once_if_unscaled(self, real):
@@ -239,7 +241,7 @@ class FeatureClassifier:
     def __str__(self):
         s = self.setting
         return (f"LeNet-5 (modern): seed {s['seed']}, {s['epochs']} epochs on {s['train_size']:,} training "
-                f"images,\nAdam lr {s['lr']:g}, batch {s['batch_size']}; test accuracy {self.test_accuracy:.1%}; "
+                f"images,\nAdam lr {s['lr']:g}, batch {s['batch_size']}; test accuracy {self.test_accuracy:.1%};\n"
                 f"{s['held_out']:,} training images held out")
 
 

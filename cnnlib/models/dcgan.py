@@ -31,11 +31,13 @@ from ._registry import register
 
 def _transposed(c_in, c_out, bias):
     """Kernel 4, stride 2, padding 1: (n - 1) * 2 - 2 + 4 = 2n."""
-    return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=bias)
+    return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1,
+                              bias=bias)
 
 
 def _resize_then_convolve(c_in, c_out, bias):
-    """Every output pixel comes from the same 3x3 kernel: no uneven overlap."""
+    """Every output pixel comes from the same 3x3 kernel: no uneven
+    overlap."""
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                          nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias))
 
@@ -62,14 +64,18 @@ class Generator(nn.Module):
         else:
             self.embed = None
         in_dim, c = latent_dim + (num_classes or 0), channels
-        self.project = nn.Sequential(  # z -> 2c maps of 7x7: one linear layer
+        # z -> 2c maps of 7x7: one linear layer
+        self.project = nn.Sequential(
             nn.Linear(in_dim, 2 * c * 7 * 7, bias=False),
-            nn.Unflatten(1, (2 * c, 7, 7)), nn.BatchNorm2d(2 * c), nn.ReLU(),
+            nn.Unflatten(1, (2 * c, 7, 7)), nn.BatchNorm2d(2 * c),
+            nn.ReLU(),
         )
-        double = UPSAMPLING[upsample]  # 7 -> 14 -> 28, no pooling, no unpooling
+        # 7 -> 14 -> 28, no pooling, no unpooling
+        double = UPSAMPLING[upsample]
         self.upsample = nn.Sequential(
             double(2 * c, c, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
-            double(c, out_channels, bias=True), nn.Tanh(),  # no batch norm here
+            double(c, out_channels, bias=True),
+            nn.Tanh(),  # no batch norm here
         )
 
     def forward(self, z, y=None):
@@ -88,13 +94,15 @@ class Discriminator(nn.Module):
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
         c_in, c = in_channels + (num_classes or 0), channels
-        self.features = nn.Sequential(  # 28 -> 14 -> 7 by strided convolutions
+        # 28 -> 14 -> 7 by strided convolutions
+        self.features = nn.Sequential(
             nn.Conv2d(c_in, c, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),  # no batch norm on the input layer
             nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2),
         )
-        self.read_out = nn.Sequential(nn.Flatten(), nn.Linear(2 * c * 7 * 7, 1))
+        self.read_out = nn.Sequential(nn.Flatten(),
+                                      nn.Linear(2 * c * 7 * 7, 1))
 
     def forward(self, x, y=None):
         check_input(x, model="the DCGAN discriminator", channels=self.in_channels, size=28)
@@ -147,10 +155,12 @@ def dcgan_discriminator(channels=32, in_channels=1, num_classes=None):
 
 
 class MinibatchStd(nn.Module):
-    """Append the batch's mean standard deviation of the features as one more feature.
+    """Append the batch's mean standard deviation of the features as one
+    more feature.
 
-    A generator that puts every sample in one place gives batches with almost no spread, which
-    real batches never have: the discriminator can now see that, and punish it.
+    A generator that puts every sample in one place gives batches with
+    almost no spread, which real batches never have: the discriminator can
+    now see that, and punish it.
     """
 
     def forward(self, h):

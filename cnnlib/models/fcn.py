@@ -96,7 +96,8 @@ class FCN(nn.Module):
             self.up8to1 = upsample(num_classes, 8, mode)
 
     def forward(self, x):
-        """(N, C, H, W) with H, W multiples of 8 -> class scores (N, num_classes, H, W)."""
+        """(N, C, H, W) with H, W multiples of 8 -> class scores
+        (N, num_classes, H, W)."""
         f1 = self.stage1(x)
         f2 = self.stage2(f1)
         f4 = self.stage4(f2)

@@ -63,20 +63,26 @@ class ConvReLU(nn.Sequential):
 
 
 class Inception(nn.Module):
-    """Four branches on one input, concatenated: out channels = c1 + c3 + c5 + pool_proj."""
+    """Four branches on one input, concatenated: out channels = c1 + c3 + c5
+    + pool_proj."""
 
-    def __init__(self, in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, five=3, norm=True):
+    def __init__(self, in_channels, c1, c3_reduce, c3, c5_reduce, c5,
+                 pool_proj, five=3, norm=True):
         super().__init__()
         Conv = ConvBN if norm else ConvReLU
         self.branch1 = Conv(in_channels, c1, 1)
-        self.branch2 = nn.Sequential(Conv(in_channels, c3_reduce, 1), Conv(c3_reduce, c3, 3, padding=1))
-        self.branch3 = nn.Sequential(Conv(in_channels, c5_reduce, 1),
-                                     Conv(c5_reduce, c5, five, padding=five // 2))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                     Conv(in_channels, pool_proj, 1))
+        self.branch2 = nn.Sequential(Conv(in_channels, c3_reduce, 1),
+                                     Conv(c3_reduce, c3, 3, padding=1))
+        self.branch3 = nn.Sequential(
+            Conv(in_channels, c5_reduce, 1),
+            Conv(c5_reduce, c5, five, padding=five // 2))
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+            Conv(in_channels, pool_proj, 1))
 
     def forward(self, x):
-        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x),
+                          self.branch4(x)], dim=1)
 
 
 class InceptionAux(nn.Module):
@@ -191,7 +197,8 @@ def googlenet_small(num_classes=10, in_channels=1, aux_logits=False, width=0.25,
 
 
 def googlenet_loss(model, batch, aux_weight=0.3):
-    """Cross-entropy for fit: in training mode the aux classifiers' losses are added with weight 0.3."""
+    """Cross-entropy for fit: in training mode the aux classifiers' losses
+    are added with weight 0.3."""
     x, y = batch
     out = model(x)
     logits, *aux = out if isinstance(out, tuple) else (out,)

@@ -42,17 +42,23 @@ def out_channels(backbone):
 
 
 @register((1, 96, 96))
-def faster_rcnn_scenes(num_classes=10, in_channels=1, size=96, channels=16):
-    """Faster R-CNN for `size` x `size` scenes of num_classes digits (or classes) on the YOLO backbone."""
-    # The whole YOLO detector is built and its head dropped: the random draws stay those of the
-    # page's stored run, so one seed gives the same starting weights.
-    backbone = yolo.yolo_scenes(in_channels=in_channels, channels=channels).features
+def faster_rcnn_scenes(num_classes=10, in_channels=1, size=96,
+                       channels=16):
+    """Faster R-CNN for `size` x `size` scenes of num_classes digits (or
+    classes) on the YOLO backbone."""
+    # The whole YOLO detector is built and its head dropped: the random
+    # draws stay those of the page's stored run, so one seed gives the same
+    # starting weights.
+    backbone = yolo.yolo_scenes(in_channels=in_channels,
+                                channels=channels).features
     backbone.out_channels = out_channels(backbone)
     return Float32FasterRCNN(
         backbone, num_classes=None, min_size=size, max_size=size,
         image_mean=[0.0] * in_channels, image_std=[1.0] * in_channels,
-        rpn_anchor_generator=AnchorGenerator(sizes=((16, 32, 48),), aspect_ratios=((0.5, 1.0, 2.0),)),
-        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
+        rpn_anchor_generator=AnchorGenerator(
+            sizes=((16, 32, 48),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7,
+                                        sampling_ratio=2),
         box_head=TwoMLPHead(backbone.out_channels * 7 * 7, 256),
         box_predictor=FastRCNNPredictor(256, num_classes + 1),
         rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=200,

@@ -125,26 +125,36 @@ def _refuse_degenerate(boxes, real):
                          f"{boxes[i, k].tolist()} for object {k} of image {i}")
 
 
-def yolo_loss(model, out, target, image_size, lambda_coord=5.0, lambda_noobj=0.5):
-    """The loss of a raw output against padded targets: (total, {part: value}), per image."""
+def yolo_loss(model, out, target, image_size, lambda_coord=5.0,
+              lambda_noobj=0.5):
+    """The loss of a raw output against padded targets, per image:
+    (total, {part: value})."""
     pred, class_logits = model.split(out.float())
     n, s = pred.shape[:2]
-    has_object, tbox, tlabel = grid_targets(target["boxes"], target["labels"], s, image_size)
-    pboxes = cell_boxes(pred, image_size)                           # (N, S, S, B, 4)
-    with torch.no_grad():  # which of the B boxes is responsible, and its overlap
-        iou = box_ops.box_iou_pairs(pboxes, tbox[..., None, :].expand_as(pboxes))  # (N, S, S, B)
+    has_object, tbox, tlabel = grid_targets(
+        target["boxes"], target["labels"], s, image_size)
+    pboxes = cell_boxes(pred, image_size)                 # (N, S, S, B, 4)
+    # which of the B boxes is responsible, and its overlap
+    with torch.no_grad():
+        iou = box_ops.box_iou_pairs(
+            pboxes, tbox[..., None, :].expand_as(pboxes))   # (N, S, S, B)
         best = iou.argmax(dim=-1, keepdim=True)
-        responsible = torch.zeros_like(iou, dtype=torch.bool).scatter_(-1, best, True) & has_object[..., None]
-    # targets in the network's own terms: offsets in the cell and square roots of the sizes
+        responsible = (torch.zeros_like(iou, dtype=torch.bool)
+                       .scatter_(-1, best, True) & has_object[..., None])
+    # targets in the network's own terms: offsets in the cell and square
+    # roots of the sizes
     cell = image_size / s
     cxcy = (tbox[..., :2] + tbox[..., 2:]) / 2
     offset = cxcy / cell - (cxcy / cell).floor().clamp(max=s - 1)
-    sqrt_wh = ((tbox[..., 2:] - tbox[..., :2]) / image_size).clamp(min=0).sqrt()
-    t = torch.cat([offset, sqrt_wh], dim=-1)[..., None, :].expand_as(pred[..., :4])
+    sqrt_wh = (((tbox[..., 2:] - tbox[..., :2]) / image_size)
+               .clamp(min=0).sqrt())
+    t = (torch.cat([offset, sqrt_wh], dim=-1)[..., None, :]
+         .expand_as(pred[..., :4]))
     coord = ((pred[..., :4] - t) ** 2).sum(-1)[responsible].sum()
     conf_obj = ((pred[..., 4] - iou) ** 2)[responsible].sum()
     conf_noobj = (pred[..., 4] ** 2)[~responsible].sum()
-    cls = F.cross_entropy(class_logits[has_object], tlabel[has_object], reduction="sum")
+    cls = F.cross_entropy(class_logits[has_object], tlabel[has_object],
+                          reduction="sum")
     parts = {"coord": lambda_coord * coord / n, "obj": conf_obj / n,
              "noobj": lambda_noobj * conf_noobj / n, "cls": cls / n}
     return sum(parts.values()), parts
