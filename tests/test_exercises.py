@@ -17,7 +17,7 @@ spec.loader.exec_module(exercises)
 
 # Pages whose exercises still use the old form (a solution that assigns the student's name, or
 # none): converted chapter by chapter (issue 22). A converted page must leave this set.
-NOT_YET = set()   # its reworked version waits on the branch dlfs-seeds
+NOT_YET = set()
 PAGES = sorted(ROOT.glob("chapters/*/*.ipynb"))
 
 
