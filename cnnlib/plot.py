@@ -10,11 +10,13 @@ import torch
 BOOK_WIDTH = 6.8   # inches: the book's column is about 680 px wide at matplotlib's 100 dpi
 
 
-def image_grid(images, titles=None, ncols=6, scale=1.3, cmap="gray"):
+def image_grid(images, titles=None, ncols=6, scale=1.3, cmap="gray", row_titles=None):
     """Show images (N, C, H, W) in a grid, each with an optional title; returns the figure.
 
     Each image is `scale` inches wide, less if the row would be wider than the book's column,
-    so that titles stay readable where the book shows the figure.
+    so that titles stay readable where the book shows the figure. `row_titles`, one a row,
+    are written left of each row, in a margin of their own (a title above the row would
+    touch the row before it).
     """
     images = images.detach().cpu().float()
     if images.max() > 1.5:  # uint8 pixels
@@ -22,11 +24,15 @@ def image_grid(images, titles=None, ncols=6, scale=1.3, cmap="gray"):
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    size = min(scale, BOOK_WIDTH / ncols)
+    if row_titles is not None and len(row_titles) != nrows:
+        raise ValueError(f"row_titles has {len(row_titles)} entries for {nrows} rows")
+    margin = 0.0 if row_titles is None else 0.1 + 0.06 * max(len(str(t)) for t in row_titles)
+    size = min(scale, (BOOK_WIDTH - margin) / ncols)
     title_lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
     fontsize = 10 if size >= 1.1 else 9
     row_height = size + title_lines * fontsize * 1.5 / 72  # room for the titles above each row
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row_height * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(margin + size * ncols, row_height * nrows),
+                             squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -39,6 +45,9 @@ def image_grid(images, titles=None, ncols=6, scale=1.3, cmap="gray"):
             ax.imshow(((img - lo) / (hi - lo + 1e-8)).permute(1, 2, 0))
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=fontsize)
+    for ax, label in zip(axes[:, 0], row_titles if row_titles is not None else []):
+        ax.text(-0.08, 0.5, str(label), transform=ax.transAxes, ha="right", va="center",
+                fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -30,3 +30,26 @@ def test_label_points_refuses_mismatched_lengths():
     with pytest.raises(ValueError, match="same length, got 2, 2, 1"):
         plot.label_points(ax, [1, 2], [1, 2], ["a"])
     plt.close(fig)
+
+
+def test_row_titles_sit_left_of_their_row_and_clear_of_the_row_above():
+    import torch
+    names = ["T-shirt/top", "Trouser", "Pullover", "Ankle boot"]
+    fig = plot.image_grid(torch.rand(32, 1, 28, 28), ncols=8, scale=0.7, row_titles=names)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    first = fig.axes[::8]                       # the first image of each row
+    assert fig.get_size_inches()[0] <= plot.BOOK_WIDTH + 1e-9
+    for row, (ax, name) in enumerate(zip(first, names)):
+        label = [t for t in ax.texts if t.get_text() == name]
+        assert len(label) == 1
+        box, image = label[0].get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert box.x1 <= image.x0 and box.x0 >= 0          # left of the row, inside the figure
+        assert image.y0 <= box.y0 and box.y1 <= image.y1    # within its row's height
+    plt.close(fig)
+
+
+def test_row_titles_must_match_the_rows():
+    import torch
+    with pytest.raises(ValueError, match="3 entries for 4 rows"):
+        plot.image_grid(torch.rand(32, 1, 28, 28), ncols=8, row_titles=["a", "b", "c"])
