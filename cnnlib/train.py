@@ -201,24 +201,35 @@ def predict(model, loader, *, device=None):
 
 
 def train_fresh(build, train_loader, val_loader=None, *, epochs, seed=0, optimizer=None, lr=1e-3,
-                **fit_kwargs):
+                scheduler=None, reseed_loader=False, **fit_kwargs):
     """Seed, build a new model and fit it; returns (model, history). The pages' comparisons use it.
 
     build(): a new model. The seed fixes its initial weights and fit's other random draws (dropout,
     augmentation on the host), so two runs that differ only in `build`, `lr` or the optimiser are
-    paired by seed. A cnnlib loader shuffles by its own `seed`: set it too for a new batch order.
+    paired by seed. A cnnlib loader shuffles by its own `seed`: reseed_loader=True sets it to
+    `seed` too, so each seed also has its own batch order and augmentation.
     optimizer(params, lr=lr): its class or a factory (torch.optim.Adam when None); further
-    keywords (momentum=...) through functools.partial. fit_kwargs go to fit (quiet unless said).
+    keywords (momentum=...) through functools.partial. scheduler(optimizer): a factory for the
+    new optimiser's schedule (or None). fit_kwargs go to fit (quiet unless said).
     """
     if isinstance(build, torch.nn.Module) or not callable(build):
         raise TypeError(f"build must be a function that returns a new model (a builder such as "
                         f"models.lenet5, or a lambda), got {type(build).__name__}")
+    if scheduler is not None and not callable(scheduler):
+        raise TypeError(f"scheduler must be a function of the optimiser (a new model needs a new "
+                        f"schedule), got {type(scheduler).__name__}")
+    if reseed_loader:
+        if not hasattr(train_loader, "seed"):
+            raise TypeError(f"reseed_loader=True needs a loader with a seed (cnnlib's loaders), "
+                            f"got {type(train_loader).__name__}")
+        train_loader.seed = seed
     seed_everything(seed)
     model = build()
     make = torch.optim.Adam if optimizer is None else optimizer
+    opt = make(model.parameters(), lr=lr)
     fit_kwargs.setdefault("quiet", True)
-    history = fit(model, train_loader, val_loader, epochs=epochs, optimizer=make(model.parameters(), lr=lr),
-                  **fit_kwargs)
+    history = fit(model, train_loader, val_loader, epochs=epochs, optimizer=opt,
+                  scheduler=None if scheduler is None else scheduler(opt), **fit_kwargs)
     return model, history
 
 

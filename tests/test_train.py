@@ -757,3 +757,37 @@ def test_train_fresh_takes_an_optimiser_factory_and_differs_by_seed():
     assert sgd["train_loss"] != other_seed["train_loss"]
     with pytest.raises(TypeError, match="build must be a function"):
         train.train_fresh(small_net(), tr, te, epochs=1)
+
+
+def test_train_fresh_with_a_schedule_and_the_loader_reseeded_equals_doing_it_by_hand():
+    tr, te = loaders()
+    tr.seed = 0
+
+    def one_cycle(opt):
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=2 * len(tr))
+
+    model, hist = train.train_fresh(small_net, tr, te, epochs=2, seed=5, lr=0.05, scheduler=one_cycle,
+                                    scheduler_interval="step", reseed_loader=True)
+    assert tr.seed == 5
+    tr.seed = 5
+    train.seed_everything(5)
+    by_hand = small_net()
+    opt = torch.optim.Adam(by_hand.parameters(), lr=0.05)
+    expected = fit(by_hand, tr, te, epochs=2, optimizer=opt, scheduler=one_cycle(opt),
+                   scheduler_interval="step", quiet=True)
+    assert hist["train_loss"] == expected["train_loss"] and hist["lr"] == expected["lr"]
+    for a, b in zip(model.parameters(), by_hand.parameters()):
+        assert torch.equal(a, b)
+    tr.seed = 0                                   # without reseeding, the loader keeps its seed
+    train.train_fresh(small_net, tr, te, epochs=1, seed=5)
+    assert tr.seed == 0
+
+
+def test_train_fresh_refuses_a_schedule_object_and_a_loader_without_a_seed():
+    tr, te = loaders()
+    opt = torch.optim.Adam(small_net().parameters())
+    with pytest.raises(TypeError, match="scheduler must be a function of the optimiser"):
+        train.train_fresh(small_net, tr, te, epochs=1, scheduler=torch.optim.lr_scheduler.StepLR(opt, 1))
+    plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4), torch.zeros(8).long()))
+    with pytest.raises(TypeError, match="needs a loader with a seed"):
+        train.train_fresh(small_net, plain, epochs=1, reseed_loader=True)
