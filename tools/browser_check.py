@@ -44,7 +44,6 @@ NOTE = "note: "          # a line of a page's report that does not fail it
 KNOWN_OVERWIDE = {
     "chapters/03_regularisation/06_controlled_experiment": "3 outputs, widest about 870 px (re-stored)",
     "chapters/05_modern_cnns/03_vgg": "1 output, 93 characters: a verdict line (next store)",
-    "chapters/05_modern_cnns/05_dlfs_deep_cnn": "5 outputs, widest 1,279 px",
     "chapters/05_modern_cnns/06_googlenet": "3 outputs, widest 942 px",
     "chapters/05_modern_cnns/09_comparison": "1 output, 83 characters: a heading line (next store)",
     "chapters/06_detection_segmentation/03_yolo": "5 outputs, widest 1,524 px",
