@@ -35,6 +35,7 @@ class Source:
     data: str
     pattern: str    # a regex whose group 1 holds the percentage(s) of that network
     error: bool = False  # the page prints test error, not accuracy
+    sizes: tuple = ("width", "growth")  # the plan's settings that size this network
 
 
 SOURCES = [
@@ -51,7 +52,8 @@ SOURCES = [
     Source("GoogLeNet", "06_googlenet", "d2c7c919", "GoogLeNet with its aux heads", "Fashion-MNIST",
            r"^aux heads on\s*:.*test accuracy (\S+%)$"),
     Source("ResNet-18", "07_resnet", "18236e07", "ResNet-32 (CIFAR-style, option A)",
-           "Fashion-MNIST", r"^ResNet-32\s+seed \d+\s.*test error (\S+%)$", error=True),
+           "Fashion-MNIST", r"^ResNet-32\s+seed \d+\s.*test error (\S+%)$", error=True,
+           sizes=("channels",)),
     Source("DenseNet-BC-40", "08_densenet", "d48360d7", "DenseNet-BC-40", "Fashion-MNIST",
            r"^DenseNet \(concatenation\): test accuracy (\S+%)$"),
 ]
@@ -76,12 +78,12 @@ def _plan(cells, before):
     return found
 
 
-def schedule(plan, full_size=60_000):
-    """'6 epochs, batch 256, train all, ...' -> '6 epochs of 60,000' (+ width or growth)."""
+def schedule(plan, sizes=("width", "growth"), full_size=60_000):
+    """'6 epochs, batch 256, train all, width=0.25, ...' -> '6 epochs of 60,000, width 0.25'."""
     epochs = re.search(r"(\d+) epochs?", plan).group(0)
     train = re.search(r"train (\w+)", plan)
     size = full_size if train is None or train.group(1) == "all" else int(train.group(1))
-    extra = [f"{key} {value}" for key, value in re.findall(r"\b(width|growth|channels)=([\d.]+)", plan)]
+    extra = [f"{key} {value}" for key, value in re.findall(r"\b(\w+)=([\d.]+)", plan) if key in sizes]
     return ", ".join([f"{epochs} of {size:,}", *extra])
 
 
@@ -102,7 +104,7 @@ def collect(folder=CHAPTER):
             values = [100 - v for v in values]
         setting = re.search(r"budget: (\w+) \| device: (\w+)", "".join(_text(c) for c in cells[:3]))
         rows.append(dict(model=source.model, page=source.page, network=source.network,
-                         data=source.data, schedule=schedule(_plan(cells, at)), runs=len(values),
+                         data=source.data, schedule=schedule(_plan(cells, at), source.sizes), runs=len(values),
                          test_acc=f"{statistics.mean(values):.2f}", budget=setting.group(1),
                          device=setting.group(2)))
     return rows
