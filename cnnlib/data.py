@@ -9,7 +9,6 @@ Augmentation that can run on a whole batch does (see ``random_crop`` and ``rando
     for x, y in train_loader: ...      # x: float (N, 1, 28, 28) in [0, 1], y: int64 (N,)
 Taught in: chapters/00_introduction/01_the_course.ipynb and chapters/01_mlp/04_fashion_mnist.ipynb.
 """
-import numbers
 import pickle
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 import torchvision
 
 from . import config
-from ._validate import positive_int
+from ._validate import _is_int, positive_int
 
 FASHION_MNIST_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                          "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -124,8 +123,8 @@ def _check_resize(resize):
     """None, a positive side, or a positive (height, width)."""
     if resize is None:
         return None
-    sides = (resize,) if isinstance(resize, numbers.Integral) else tuple(resize) if isinstance(resize, (tuple, list)) else ()
-    if not (len(sides) in (1, 2) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+    sides = (resize,) if _is_int(resize) else tuple(resize) if isinstance(resize, (tuple, list)) else ()
+    if not (len(sides) in (1, 2) and all(_is_int(v) and v > 0
                                          for v in sides)):
         raise ValueError(f"resize must be None, a positive side or a (height, width) of positive sides, got {resize!r}")
     return resize

@@ -12,7 +12,6 @@ Chapter 7 (chapters/07_gans) teaches these pieces.
 """
 import contextlib
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -20,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import positive_int
+from ._validate import _is_int, positive_int
+from .checkpoint import rng_preserved
 
 
 class GAN(nn.Module):
@@ -28,7 +28,7 @@ class GAN(nn.Module):
 
     def __init__(self, generator, discriminator):
         super().__init__()
-        if not isinstance(getattr(generator, "latent_dim", None), numbers.Integral):
+        if not _is_int(getattr(generator, "latent_dim", None)):
             raise TypeError(f"the generator needs a latent_dim attribute (the size of its noise input), "
                              f"got {type(generator).__name__} with latent_dim={getattr(generator, 'latent_dim', None)!r}; "
                              "set generator.latent_dim = <size>")
@@ -289,9 +289,9 @@ def classifier_split(n, setting):
 
 @contextlib.contextmanager
 def _seeded(seed):
-    """Run with torch's global generators seeded, then put them back as they were, so the
-    page's own random draws do not depend on whether it trained the classifier first."""
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+    """Run with torch's global generators seeded, then put every generator back as it was, so
+    the page's own random draws do not depend on whether it trained the classifier first."""
+    with rng_preserved():
         torch.manual_seed(seed)
         yield
 

@@ -5,15 +5,16 @@
     terms.bias2 + terms.variance + terms.noise   # ~= terms.mse, the expected test error
 Taught in: chapters/02_optimisation/01_generalisation.ipynb and 02_bias_variance.ipynb.
 """
-import numbers
 import reprlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._validate import _is_int
+
 
 def _check_integer(name, value, meaning):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not _is_int(value):
         raise TypeError(f"{name} must be an integer, {meaning}, got {reprlib.repr(value)}")
 
 

@@ -23,7 +23,6 @@ the list of dicts that torchvision's detectors and torchmetrics' mean average pr
 ``loaders(source="voc")`` reads PASCAL VOC (from ``$CNNLIB_DATA/VOC`` in torchvision's layout,
 downloaded when allowed) into the same tensors.
 """
-import numbers
 import os
 import warnings
 import xml.etree.ElementTree as ET
@@ -269,7 +268,7 @@ def _read_image(path, mode=None):
 
 
 def _check_limit(limit):
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
+    if limit is not None and (not _is_int(limit) or limit < 0):
         raise ValueError(f"limit must be None or a non-negative integer, got {limit!r}")
 
 

@@ -31,3 +31,40 @@ def test_the_data_loaders_use_it():
     data._check_size("train_size", np.int64(5))
     with pytest.raises(ValueError, match=r"test_size must be a positive integer \(or None"):
         data._check_size("test_size", False)
+
+
+def _checks():
+    """Every other place in cnnlib that asks for an integer: (name, call with the value)."""
+    from cnnlib import data, gan, generalize, scenes
+
+    class Generator(torch.nn.Module):
+        def __init__(self, latent_dim):
+            super().__init__()
+            self.latent_dim = latent_dim
+
+    def latent_dim(value):
+        try:
+            gan.GAN(Generator(value), torch.nn.Identity())
+        except TypeError as error:
+            if "latent_dim" in str(error):
+                raise
+        except Exception:   # the probe of this stand-in generator fails after the check passed
+            pass
+
+    return [("kfold's k", lambda v: generalize._check_integer("k", v, "the number of folds")),
+            ("scenes' limit", scenes._check_limit),
+            ("data's resize", data._check_resize),
+            ("the generator's latent_dim", latent_dim)]
+
+
+@pytest.mark.parametrize("value", [7, np.int64(7), torch.tensor(7)])
+@pytest.mark.parametrize("name, check", _checks())
+def test_every_integer_check_takes_the_integers_positive_int_takes(name, check, value):
+    check(value)
+
+
+@pytest.mark.parametrize("value", [True, 7.0, "7", torch.tensor([7, 8])])
+@pytest.mark.parametrize("name, check", _checks())
+def test_every_integer_check_refuses_what_positive_int_refuses(name, check, value):
+    with pytest.raises((TypeError, ValueError)):
+        check(value)
