@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
 
 from ._validate import _is_int
 from ._validate import positive_int as _check  # the value as a Python int, if an integer >= minimum
@@ -277,14 +278,8 @@ def _field_str(field):
 
 
 def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)
+    """The tensors in nested lists, tuples and dicts (an op's arguments or outputs)."""
+    return [leaf for leaf in pytree.tree_leaves(obj) if isinstance(leaf, torch.Tensor)]
 
 
 class _TensorTags(TorchFunctionMode):
@@ -346,8 +341,11 @@ class LayerTable:
                   _field_str(r.receptive_field)) for r in self.rows]
         total = ("total", "", f"{self.total_params:,}", f"{self.total_macs:,}", "")
         widths = [max(len(c[i]) for c in [head, total, *cells]) for i in range(5)]
-        line = lambda c: "  ".join(s.ljust(w) if i in (0, 1, 4) else s.rjust(w)
-                                   for i, (s, w) in enumerate(zip(c, widths))).rstrip()
+
+        def line(c):
+            return "  ".join(s.ljust(w) if i in (0, 1, 4) else s.rjust(w)
+                             for i, (s, w) in enumerate(zip(c, widths))).rstrip()
+
         rule = "-" * len(line(head))
         return "\n".join([f"input {list(self.input_size)}", line(head), rule,
                           *map(line, cells), rule, line(total)])

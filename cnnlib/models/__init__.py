@@ -20,3 +20,15 @@ from .fcn import fcn_scenes
 from .rcnn import faster_rcnn_scenes
 from .yolo import yolo_scenes, yolo_voc
 from ..arith import longest_path  # the models' pages count their depth with it
+
+__all__ = [
+    "build", "input_size", "names", "LeNet", "lenet5", "lenet5_d2l", "lenet5_modern",
+    "xavier_init", "MLP", "mlp", "softmax_regression", "AlexNet", "alexnet", "alexnet_paper",
+    "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+    "NiN", "nin", "nin_cifar", "DeepConvNet", "deep_convnet", "GoogLeNet", "googlenet",
+    "googlenet_loss", "googlenet_small", "ResNet", "resnet18", "resnet34", "resnet50",
+    "resnet_cifar", "DenseNet", "densenet121", "densenet_small", "Discriminator", "Generator",
+    "dcgan_discriminator", "dcgan_generator", "toy_discriminator", "toy_generator", "fcn",
+    "rcnn", "yolo", "fcn_scenes", "faster_rcnn_scenes", "yolo_scenes", "yolo_voc",
+    "longest_path",
+]

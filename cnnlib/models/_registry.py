@@ -7,7 +7,7 @@
 A builder joins by its decorator, ``@register((3, 224, 224))``, where it is defined, so a new
 model cannot be forgotten: the registry test then checks it like every other (forward and
 backward at its smallest and usual input, output shape, parameter count).
-Used by chapters/05_modern_cnns/09_comparison.ipynb and by the single model test.
+Used by the single model test (tests/test_registry.py); a page may call build(name) too.
 """
 import difflib
 

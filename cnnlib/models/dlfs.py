@@ -1,4 +1,5 @@
 """The deep CNN of *Deep Learning from Scratch* (Saito, 2016), chapter 8.
+Taught in: chapters/05_modern_cnns/05_dlfs_deep_cnn.ipynb.
 
 A small VGG-like network for 28x28 MNIST digits, trained with Adam (lr 0.001):
 
