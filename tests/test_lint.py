@@ -1,9 +1,9 @@
 """cnnlib passes ruff: the rules and the complexity ceiling (15) are in pyproject.toml."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
