@@ -3,10 +3,14 @@
 cnnlib's own losses (``regularize.soft_cross_entropy``, ``train.classification_loss``,
 ``gan.bce_loss``, ``gan.discriminator_loss``), ``models.MLP`` and ``optim.SGD`` are tested as
 they are. MSE, the softmax, the Gaussian NLL and the activations live only in the cells of
-chapters/01_mlp; they are restated here (the notebooks assert the same) and checked on more
-shapes and seeds than a notebook shows.
+chapters/01_mlp: they are read from those cells (their definitions, nothing else of the page
+runs), so a change to the page's formula is tested here, on more shapes and seeds than a
+notebook shows.
 """
+import ast
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,23 +23,36 @@ from cnnlib.models import MLP
 from cnnlib.train import classification_loss
 
 SEEDS = [0, 1, 2]
+CHAPTER_1 = Path(__file__).resolve().parents[1] / "chapters" / "01_mlp"
 
 
-# The formulas only the chapter's cells hold, as it writes them.
+def from_notebook(page, name):
+    """`name` as the page defines it: the imports and definitions of the cell that assigns it."""
+    for cell in json.loads((CHAPTER_1 / page).read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        tree = ast.parse("".join(cell["source"]))
+        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)} | {
+            t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        if name in defined:
+            keep = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef))
+                    or isinstance(n, ast.Assign) and any(getattr(t, "id", None) == name for t in n.targets)]
+            namespace = {"torch": torch, "nn": nn, "F": F, "math": math}
+            exec(compile(ast.Module(keep, type_ignores=[]), page, "exec"), namespace)
+            return namespace[name]
+    raise LookupError(f"chapters/01_mlp/{page} defines no {name}")
 
-def mse(y_hat, y):
-    return ((y_hat - y) ** 2).mean()
+
+mse = from_notebook("03_losses.ipynb", "mse")
+softmax = from_notebook("03_losses.ipynb", "softmax")
+gaussian_nll = from_notebook("03_losses.ipynb", "gaussian_nll")
+ACTIVATIONS = from_notebook("02_activations_and_mlps.ipynb", "ACTIVATIONS")
 
 
-def softmax(z):
-    z = z - z.max(dim=1, keepdim=True).values  # exp of large logits overflows; the shift cancels
-    e = z.exp()
-    return e / e.sum(dim=1, keepdim=True)
-
-
-def gaussian_nll(mu, y, var):
-    """-log N(y; mu, var), averaged: 0.5 * log(2 pi var) + (y - mu)^2 / (2 var)."""
-    return (0.5 * torch.log(2 * math.pi * var) + (y - mu) ** 2 / (2 * var)).mean()
+def test_the_linear_models_page_writes_the_same_mse():
+    g = torch.Generator().manual_seed(0)
+    y_hat, y = torch.randn(2, 32, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(from_notebook("01_linear_models.ipynb", "mse")(y_hat, y), F.mse_loss(y_hat, y))
 
 
 def batch(seed, n=16, k=7, scale=3.0):
@@ -176,17 +193,15 @@ def test_mse_gradient_formula_matches_autograd():
     torch.testing.assert_close(b.grad, scale * (y_hat - y).sum(dim=0))
 
 
-@pytest.mark.parametrize("name, formula, derivative", [
-    ("Sigmoid", lambda x: 1 / (1 + torch.exp(-x)), lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x))),
-    ("Tanh", lambda x: (torch.exp(x) - torch.exp(-x)) / (torch.exp(x) + torch.exp(-x)),
-     lambda x: 1 - torch.tanh(x) ** 2),
-    ("ReLU", lambda x: torch.clamp(x, min=0), lambda x: (x > 0).double()),
-    ("GELU", lambda x: x * 0.5 * (1 + torch.erf(x / math.sqrt(2))),
-     lambda x: 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x ** 2 / 2) / math.sqrt(2 * math.pi)),
-])
-def test_activations_and_their_derivatives(name, formula, derivative):
+def test_the_page_has_its_four_activations():
+    assert list(ACTIVATIONS) == ["sigmoid", "tanh", "ReLU", "GELU"]
+
+
+@pytest.mark.parametrize("name, formula, derivative, module",
+                         [(name, *entry) for name, entry in ACTIVATIONS.items()])
+def test_activations_and_their_derivatives(name, formula, derivative, module):
     x = torch.linspace(-5, 5, 201, dtype=torch.float64).requires_grad_()
-    y = getattr(nn, name)()(x)
+    y = module()(x)
     torch.testing.assert_close(formula(x), y)
     (grad,) = torch.autograd.grad(y.sum(), x)
     torch.testing.assert_close(derivative(x.detach()), grad)
