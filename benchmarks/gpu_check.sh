@@ -82,14 +82,14 @@ else
     -k "cuda or graph or resume or checkpoint"
   step 1b-graph-self-check 300 "$PY" - <<'PYEOF'
 import copy, torch, torchvision
-from cnnlib import data, fit, models, train
+from cnnlib import cuda_graph as graphs, data, fit, models, train
 
 verdicts = []
-real_check = train._graph_disagrees
+real_check = graphs.disagrees    # the self-check fit's graph step runs (cnnlib/cuda_graph.py)
 def recording(*args, **kwargs):  # fit's own self-check, with its verdict kept
     verdicts.append(real_check(*args, **kwargs))
     return verdicts[-1]
-train._graph_disagrees = recording
+graphs.disagrees = recording
 
 device = torch.device("cuda")
 major, minor = torch.cuda.get_device_capability(device)
