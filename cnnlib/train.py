@@ -530,7 +530,27 @@ def _nothing_to_train(start_epoch, epochs, stopper, steps, path, lead):
 def _network(model, device, dist, compile, train_loader, val_loader):
     """What the step calls: the model, wrapped for data parallelism and compiled where asked."""
     net = distributed.wrap(model, device, dist, train_loader, val_loader) if dist else model
-    return torch.compile(net) if compile else net
+    return _CompiledOrEager(net) if compile else net
+
+
+class _CompiledOrEager(torch.nn.Module):
+    """torch.compile of `net`; if compiling fails (no C++ compiler, an op inductor cannot lower),
+    it says why in one line and runs `net` eagerly from then on. torch.compile is lazy: the
+    first call compiles, so the first call is where it can fail."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.compiled = net, torch.compile(net)
+
+    def forward(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 (any failure to compile: the eager call re-raises a real error)
+                reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+                print(f"compile: {type(err).__name__}: {reason}; training eagerly")
+                self.compiled = None
+        return self.net(*args, **kwargs)
 
 
 def _make_stepper(net, model, optimizers, *, device, cuda_graph, compile, dist, loss_fn, train_step,

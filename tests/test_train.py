@@ -597,6 +597,27 @@ def test_compile_trains_like_eager():
     assert type(model) is nn.Sequential  # the caller's model holds the weights, not a compiled wrapper
 
 
+def test_a_model_that_fails_to_compile_trains_eagerly_and_says_why(monkeypatch, capsys):
+    def broken_compile(net):        # as torch.compile on a machine without a C++ compiler
+        def first_call(*args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+        return first_call
+
+    def one_epoch(compile):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        tr, te = loaders()
+        return fit(model, tr, te, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                   compile=compile, device="cpu", quiet=True).last
+
+    eager = one_epoch(False)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fallen_back = one_epoch(True)
+    said = capsys.readouterr().out.splitlines()
+    assert said == ["compile: RuntimeError: InvalidCxxCompiler: No working C++ compiler found; training eagerly"]
+    assert fallen_back["train_loss"] == eager["train_loss"] and fallen_back["val_loss"] == eager["val_loss"]
+
+
 # A custom loss is replayed as a CUDA graph only when the caller says it is safe.
 def test_auto_captures_only_the_losses_known_to_be_safe(monkeypatch):
     from cnnlib.cuda_graph import graph_safe
