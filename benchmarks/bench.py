@@ -132,15 +132,16 @@ def run_d2l(spec, plan, device, initial):
                 examples=len(train_iter.dataset) * plan["epochs"])
 
 
-def run_cnnlib(spec, plan, device, initial):
+def run_cnnlib(spec, plan, device, initial, **options):
+    """options go to fit: compile=True (compilation counted in the wall time), channels_last."""
     net = spec["build"]()
     net.load_state_dict(initial)
     with PeakMemory(device) as mem:
         start = time.perf_counter()
         train, test = data.loaders(spec["dataset"], spec["batch"], train_size=plan["train_size"],
                                    test_size=plan["test_size"], resize=spec["resize"], device=device)
-        hist = cnnlib.fit(net, train, test, epochs=plan["epochs"], device=device, progress=False, verbose=False,
-                          optimizer=torch.optim.SGD(net.parameters(), lr=spec["lr"]))
+        hist = cnnlib.fit(net, train, test, epochs=plan["epochs"], device=device, quiet=True,
+                          optimizer=torch.optim.SGD(net.parameters(), lr=spec["lr"]), **options)
         wall = time.perf_counter() - start
     # data: one more pass over the loader alone (same batches), to split the epoch into its parts
     t0 = time.perf_counter()
@@ -161,7 +162,12 @@ def main():
     parser.add_argument("--epochs", type=int, help="override every model's epochs")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results")))
     parser.add_argument("--without-d2l", action="store_true", help="time cnnlib alone (d2l is not installed)")
+    parser.add_argument("--compile", action="store_true", help="cnnlib trains a torch.compile'd model "
+                        "(its compilation counted in the wall time)")
+    parser.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                        help="fit's memory format: auto is fit's default for the device")
     args = parser.parse_args()
+    options = dict(compile=args.compile, channels_last=dict(auto=None, on=True, off=False)[args.channels_last])
     with_d2l = not args.without_d2l
     if with_d2l and importlib.util.find_spec("d2l") is None:
         raise SystemExit("bench.py: d2l is not installed (pip install --no-deps d2l==1.0.3, or the wheels in "
@@ -178,9 +184,10 @@ def main():
             plan["epochs"] = args.epochs
         torch.manual_seed(0)
         initial = {k: v.clone() for k, v in d2l_init(spec["build"]()).state_dict().items()}
-        ours = run_cnnlib(spec, plan, device, initial)
+        ours = run_cnnlib(spec, plan, device, initial, **options)
         theirs = run_d2l(spec, plan, device, initial) if with_d2l else None
-        results[key] = dict(plan=plan, batch=spec["batch"], lr=spec["lr"], cnnlib=ours, d2l=theirs)
+        results[key] = dict(plan=plan, batch=spec["batch"], lr=spec["lr"], cnnlib_options=options, cnnlib=ours,
+                            d2l=theirs)
         print(f"\n{key} on {spec['dataset']} ({plan}, batch {spec['batch']}, SGD lr {spec['lr']}):")
         for loop, r in (("cnnlib", ours), ("d2l", theirs)):
             if r is not None:
