@@ -89,34 +89,55 @@ def misclassified(images, preds, labels, class_names, n=18, ncols=6):
 
 
 # Places tried for a label, in points from its marker: close first, then further out.
-_LABEL_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3) for dx, dy in
-                  ((8, 6), (8, -12), (-8, 6), (-8, -12), (0, 12), (0, -18))]
+_LABEL_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 4, 5) for dx, dy in
+                  ((8, 6), (8, -12), (-8, 6), (-8, -12), (0, 12), (0, -18), (12, 0), (-12, 0))]
 
 
 def label_points(ax, xs, ys, names, fontsize=8):
     """Name each point of a scatter plot, each label joined to its own point by a thin line.
 
-    A label goes to the first place (tried from close to far) where it overlaps no other label
-    and no marker and stays inside the axes; with no free place it takes the farthest one, and
-    its line still shows whose label it is. Returns the annotations, in the order of `names`.
+    A label goes to the first place (tried from close to far) where it stays inside the axes and
+    overlaps no other label and no marker, where its line crosses no other label, and where no
+    other label's line crosses it; with no free place it takes the place with the fewest of
+    these faults, and its line still shows whose label it is. Returns the annotations, in the
+    order of `names`.
     """
     if not len(xs) == len(ys) == len(names):
         raise ValueError(f"xs, ys and names must have the same length, got {len(xs)}, {len(ys)}, {len(names)}")
     renderer = ax.figure.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
     markers = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
-    taken, labels = [], []
-    for x, y, name in zip(xs, ys, names):
+    taken, lines, labels = [], [], []
+    for x, y, name, marker in zip(xs, ys, names, markers):
+        best = None
         for dx, dy in _LABEL_OFFSETS:
             text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
                                ha="left" if dx > 0 else "right" if dx < 0 else "center", va="center",
                                arrowprops=dict(arrowstyle="-", lw=0.5, color="0.4", shrinkA=0, shrinkB=3))
             box = text.get_window_extent(renderer).expanded(1.05, 1.15)
-            free = (not any(box.contains(*m) for m in markers) and not any(box.overlaps(b) for b in taken)
-                    and inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1)
-            if free or (dx, dy) == _LABEL_OFFSETS[-1]:
+            line = (marker, ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2))
+            faults = (sum(box.padded(4).contains(*m) for m in markers)
+                      + sum(box.overlaps(b) or _crosses(line, b) for b in taken)
+                      + sum(_crosses(other, box) for other in lines)
+                      + 2 * (not (inside.x0 <= box.x0 and box.x1 <= inside.x1
+                                  and inside.y0 <= box.y0 and box.y1 <= inside.y1)))
+            if best is None or faults < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (faults, text, box, line)
+            else:
+                text.remove()
+            if faults == 0:
                 break
-            text.remove()
+        _, text, box, line = best
         taken.append(box)
+        lines.append(line)
         labels.append(text)
     return labels
+
+
+def _crosses(line, box, samples=50):
+    """Whether the segment `line` ((x0, y0), (x1, y1)), in display pixels, passes through `box`."""
+    (x0, y0), (x1, y1) = line
+    return any(box.contains(x0 + (x1 - x0) * t / samples, y0 + (y1 - y0) * t / samples)
+               for t in range(samples + 1))

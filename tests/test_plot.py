@@ -25,6 +25,32 @@ def test_each_label_points_at_its_own_marker_and_no_two_overlap():
     plt.close(fig)
 
 
+def test_no_label_line_crosses_another_label_on_the_table_pages_scatter():
+    # the stored scatter of the table of all models (multiply-adds, mean accuracy), where a line
+    # once ran through a neighbour's label and made it look like that model's
+    macs = [416_520, 12_664_064, 10_774_528, 9_691_392, 8_772_340, 16_817_776, 28_573_184, 13_809_252]
+    acc = [73.49, 75.35, 81.05, 39.56, 52.59, 80.22, 81.21, 76.92]
+    names = ["LeNet-5", "AlexNet", "VGG-11-BN", "NiN", "DLfS deep CNN", "GoogLeNet", "ResNet-18",
+             "DenseNet-BC-40"]
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    ax.scatter(macs, acc)
+    ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.2)
+    fig.canvas.draw()
+    labels = plot.label_points(ax, macs, acc, names)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    points = [ax.transData.transform(p) for p in zip(macs, acc)]
+    for i, (box, point) in enumerate(zip(boxes, points)):
+        centre = ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
+        for j, other in enumerate(boxes):
+            if j != i:
+                assert not plot._crosses((point, centre), other), f"{names[i]}'s line crosses {names[j]}"
+                assert not other.overlaps(box)
+        assert not any(box.contains(*p) for p in points)
+    plt.close(fig)
+
+
 def test_label_points_refuses_mismatched_lengths():
     fig, ax = plt.subplots()
     with pytest.raises(ValueError, match="same length, got 2, 2, 1"):
