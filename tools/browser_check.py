@@ -44,8 +44,6 @@ NOTE = "note: "          # a line of a page's report that does not fail it
 KNOWN_OVERWIDE = {
     "chapters/05_modern_cnns/03_vgg": "1 output, 93 characters: a verdict line (next store)",
     "chapters/05_modern_cnns/09_comparison": "1 output, 83 characters: a heading line (next store)",
-    "chapters/07_gans/03_dcgan": "4 outputs, widest 1,043 px",
-    "chapters/07_gans/04_conditional_gan_and_fid": "4 outputs, widest 1,473 px",
     "chapters/90_appendix/02_runtimes": "3 tables (HTML), widest 825 px: its printed lines fit now",
 }
 
