@@ -209,15 +209,16 @@ def train_fresh(build, train_loader, val_loader=None, *, epochs, seed=0, optimiz
     paired by seed. A cnnlib loader shuffles by its own `seed`: reseed_loader=True sets it to
     `seed` too, so each seed also has its own batch order and augmentation.
     optimizer(params, lr=lr): its class or a factory (torch.optim.Adam when None); further
-    keywords (momentum=...) through functools.partial. scheduler(optimizer): a factory for the
-    new optimiser's schedule (or None). fit_kwargs go to fit (quiet unless said).
+    keywords (momentum=...) through functools.partial. scheduler: a factory of the new
+    optimiser's schedule, scheduler(optimizer), or an object with a `step` method that fit steps
+    as it is. fit_kwargs go to fit (quiet unless said).
     """
     if isinstance(build, torch.nn.Module) or not callable(build):
         raise TypeError(f"build must be a function that returns a new model (a builder such as "
                         f"models.lenet5, or a lambda), got {type(build).__name__}")
-    if scheduler is not None and not callable(scheduler):
+    if not (scheduler is None or hasattr(scheduler, "step") or callable(scheduler)):
         raise TypeError(f"scheduler must be a function of the optimiser (a new model needs a new "
-                        f"schedule), got {type(scheduler).__name__}")
+                        f"schedule) or have a step method, got {type(scheduler).__name__}")
     if reseed_loader:
         if not hasattr(train_loader, "seed"):
             raise TypeError(f"reseed_loader=True needs a loader with a seed (cnnlib's loaders), "
@@ -228,8 +229,10 @@ def train_fresh(build, train_loader, val_loader=None, *, epochs, seed=0, optimiz
     make = torch.optim.Adam if optimizer is None else optimizer
     opt = make(model.parameters(), lr=lr)
     fit_kwargs.setdefault("quiet", True)
-    history = fit(model, train_loader, val_loader, epochs=epochs, optimizer=opt,
-                  scheduler=None if scheduler is None else scheduler(opt), **fit_kwargs)
+    if scheduler is not None and not hasattr(scheduler, "step"):
+        scheduler = scheduler(opt)              # a factory: this optimiser's own schedule
+    history = fit(model, train_loader, val_loader, epochs=epochs, optimizer=opt, scheduler=scheduler,
+                  **fit_kwargs)
     return model, history
 
 

@@ -804,11 +804,20 @@ def test_train_fresh_with_a_schedule_and_the_loader_reseeded_equals_doing_it_by_
     assert tr.seed == 0
 
 
-def test_train_fresh_refuses_a_schedule_object_and_a_loader_without_a_seed():
+def test_train_fresh_steps_a_schedule_object_as_it_is_and_refuses_anything_else():
     tr, te = loaders()
-    opt = torch.optim.Adam(small_net().parameters())
+
+    class Counting:            # as the schedules page's: its step is fit's to call
+        steps = 0
+
+        def step(self):
+            self.steps += 1
+
+    schedule = Counting()
+    train.train_fresh(small_net, tr, te, epochs=1, scheduler=schedule, scheduler_interval="step")
+    assert schedule.steps == len(tr)
     with pytest.raises(TypeError, match="scheduler must be a function of the optimiser"):
-        train.train_fresh(small_net, tr, te, epochs=1, scheduler=torch.optim.lr_scheduler.StepLR(opt, 1))
+        train.train_fresh(small_net, tr, te, epochs=1, scheduler=0.1)
     plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4), torch.zeros(8).long()))
     with pytest.raises(TypeError, match="needs a loader with a seed"):
         train.train_fresh(small_net, plain, epochs=1, reseed_loader=True)
