@@ -538,8 +538,9 @@ def _network(model, device, dist, compile, train_loader, val_loader):
 
 class _CompiledOrEager(torch.nn.Module):
     """torch.compile of `net`; if compiling fails (no C++ compiler, an op inductor cannot lower),
-    it says why in one line and runs `net` eagerly from then on. torch.compile is lazy: the
-    first call compiles, so the first call is where it can fail."""
+    it says why in one line and runs `net` eagerly from then on. torch.compile is lazy: a call
+    compiles (the first, and any that needs a new graph: eval mode, another shape), so a call is
+    where it can fail. An error of the model itself fails eagerly too, and is raised as it is."""
 
     def __init__(self, net):
         super().__init__()
@@ -549,10 +550,12 @@ class _CompiledOrEager(torch.nn.Module):
         if self.compiled is not None:
             try:
                 return self.compiled(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 (any failure to compile: the eager call re-raises a real error)
+            except Exception as err:  # noqa: BLE001 (whatever compiling raised: eager decides below)
+                out = self.net(*args, **kwargs)  # the model's own error raises here, with no word of compile
                 reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
                 print(f"compile: {type(err).__name__}: {reason}; training eagerly")
                 self.compiled = None
+                return out
         return self.net(*args, **kwargs)
 
 

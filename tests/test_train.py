@@ -618,6 +618,29 @@ def test_a_model_that_fails_to_compile_trains_eagerly_and_says_why(monkeypatch, 
     assert fallen_back["train_loss"] == eager["train_loss"] and fallen_back["val_loss"] == eager["val_loss"]
 
 
+def test_a_model_error_under_compile_is_raised_as_it_is_with_no_word_of_compile(monkeypatch, capsys):
+    class Broken(nn.Module):        # a mistake of the model's own, which no compiler can mend
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(16, 2)
+
+        def forward(self, x):
+            raise ValueError("the model's own mistake")
+
+    def failing_compile(net):       # dynamo, tracing the same forward, fails first
+        def call(*args, **kwargs):
+            raise RuntimeError("dynamo: the model's own mistake")
+        return call
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    tr, _ = loaders()
+    with pytest.raises(ValueError, match="the model's own mistake"):
+        model = Broken()
+        fit(model, tr, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), compile=True,
+            device="cpu", quiet=True)
+    assert "compile:" not in capsys.readouterr().out
+
+
 # A custom loss is replayed as a CUDA graph only when the caller says it is safe.
 def test_auto_captures_only_the_losses_known_to_be_safe(monkeypatch):
     from cnnlib.cuda_graph import graph_safe
