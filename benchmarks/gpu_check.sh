@@ -178,8 +178,8 @@ else
     step "3-full-$(basename "$page" .ipynb)" "$WINDOW" env CNNLIB_BUDGET=full "$PY" benchmarks/run_page.py "$page" \
       --results "$RESULTS/full" "${table[@]}" "$@"; }
   full chapters/05_modern_cnns/05_dlfs_deep_cnn.ipynb
-  full chapters/05_modern_cnns/09_comparison.ipynb \
-    --inject '4:contenders = [c for c in contenders if c[0] == "ResNet-18"]'
+  full chapters/05_modern_cnns/09_comparison.ipynb --until 10 \
+    --inject '4:contenders = [c for c in contenders if c[0] == "ResNet-18"]'   # cell 10 compares all eight
   full chapters/06_detection_segmentation/03_yolo.ipynb
   cp "$TABLE" "$RESULTS/runtimes.csv"
 fi

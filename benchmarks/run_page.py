@@ -8,7 +8,8 @@ benchmarks/gpu_check.sh uses it for its windows on a GPU: the cells run in order
 an interrupt (SIGINT, which `timeout -s INT` sends at the window's end) stops the page cleanly: fit
 finishes or abandons the step, saves its checkpoint if it has one and re-raises, and this script
 records where the page stopped and exits 0. `--inject CELL:CODE` runs CODE just before code cell
-CELL (0-based, counting code cells only), e.g. to keep one network of a page that trains several.
+CELL (0-based, counting code cells only), e.g. to keep one network of a page that trains several;
+`--until CELL` stops before code cell CELL (a page whose later cells compare the networks removed).
 `--table CSV` appends the page's time to the runtimes table when the page completes (not for a
 rehearsal under CNNLIB_MAX_STEPS, whose times mean nothing).
 """
@@ -119,6 +120,7 @@ def main(argv=None):
     parser.add_argument("--results", required=True, help="folder for <page>.json and the page's own files")
     parser.add_argument("--inject", action="append", default=[], metavar="CELL:CODE")
     parser.add_argument("--table", help="runtimes table to append the page's time to, when it completes")
+    parser.add_argument("--until", type=int, metavar="CELL", help="stop before code cell CELL (0-based)")
     args = parser.parse_args(argv)
     page = Path(args.page).resolve()
     table = Path(args.table).resolve() if args.table else None
@@ -132,6 +134,11 @@ def main(argv=None):
     namespace = {"__name__": "__main__"}
     print(f"== {page.name}: {cnnlib.config.describe()}", flush=True)
     for index, source in enumerate(code_cells(page)):
+        if index == args.until:
+            record.finish(f"completed up to code cell {index}", cell=index)
+            print(f"== {page.name}: stopped as asked before code cell {index} after "
+                  f"{record.data['seconds']:.0f} s; {record.path}", flush=True)
+            return 0    # part of a page: no runtime to record
         try:
             for code in injected.get(index, []):
                 print(f"[before code cell {index}] {code}", flush=True)

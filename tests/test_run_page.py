@@ -63,6 +63,17 @@ def test_injected_code_runs_before_its_cell_and_a_completed_page_is_timed(tmp_pa
     assert float(row["seconds"]) >= 0
 
 
+def test_until_stops_before_its_cell_and_records_no_runtime(tmp_path):
+    path = page(tmp_path / "p.ipynb", "EPOCHS = 1", FIT, "raise AssertionError('a cell after the stop ran')")
+    table = tmp_path / "runtimes.csv"
+    assert run_page.main([str(path), "--results", str(tmp_path / "out"), "--until", "2",
+                          "--table", str(table)]) == 0
+    record = json.loads((tmp_path / "out" / "p.json").read_text())
+    assert (record["status"], record["cell"]) == ("completed up to code cell 2", 2)
+    assert len(record["fits"][0]) == 1
+    assert not table.exists()   # part of a page has no runtime to record
+
+
 def run_page_rows(table):
     import csv
     return list(csv.DictReader(Path(table).open()))
