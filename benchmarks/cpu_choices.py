@@ -20,15 +20,16 @@ import time
 from datetime import date
 from pathlib import Path
 
-# Per model: its page, data set, builder, batch, learning rate and the page's `cpu` schedule.
+# Per model, as its page trains it under `cpu`: the loader and its keywords, builder, lr and epochs.
 SCHEDULES = {
-    "lenet": dict(page="05/01 LeNet", dataset="fashion_mnist", build="lenet5", kwargs={}, batch=256,
-                  lr=1e-3, epochs=6, train_size=None, resize=None),
-    "dlfs": dict(page="05/05 DLfS deep CNN", dataset="mnist", build="deep_convnet", kwargs={}, batch=100,
-                 lr=1e-3, epochs=10, train_size=None, resize=None),
-    "vgg": dict(page="05/03 VGG", dataset="fashion_mnist", build="vgg11_bn",
-                kwargs=dict(num_classes=10, in_channels=1, small_input=True, width=0.25), batch=128,
-                lr=1e-3, epochs=2, train_size=24_000, resize=32),
+    "lenet": dict(loader="fashion_mnist", data=dict(batch_size=256, normalize=True),         # 05/01
+                  build="lenet5", kwargs={}, lr=1e-3, epochs=6),
+    "dlfs": dict(loader="mnist", data=dict(batch_size=100), build="deep_convnet", kwargs={},  # 05/05
+                 lr=1e-3, epochs=10),
+    "vgg": dict(loader="fashion_mnist", data=dict(batch_size=128, train_size=24_000, resize=32,  # 05/03
+                                                 normalize=True),
+                build="vgg11_bn", kwargs=dict(num_classes=10, in_channels=1, small_input=True, width=0.25),
+                lr=1e-3, epochs=2),
 }
 VARIANTS = {"nchw": dict(channels_last=False), "nhwc": dict(channels_last=True),
             "compile-cold": dict(channels_last=True, compile=True),
@@ -40,12 +41,8 @@ def one_run(model, variant):
     import cnnlib  # sets the OpenMP wait policy before torch starts
     from cnnlib import data, models
     s = SCHEDULES[model]
-    load = getattr(data, s["dataset"])
-    extra = dict(normalize=True) if s["dataset"] == "fashion_mnist" else {}
-    if s["resize"]:
-        extra["resize"] = s["resize"]
     start = time.perf_counter()
-    train, test = load(s["batch"], train_size=s["train_size"], **extra)
+    train, test = getattr(data, s["loader"])(**s["data"])
     build = getattr(models, s["build"])
     _, history = cnnlib.train_fresh(lambda: build(**s["kwargs"]), train, test, epochs=s["epochs"], seed=0,
                                     lr=s["lr"], reseed_loader=True, **VARIANTS[variant])
